@@ -1,0 +1,192 @@
+"""The one bootstrap place: builds every resource from Settings and wires the routes.
+
+Resources live on the application (``SERVICE`` key), open in ``cleanup_ctx`` and close with
+it; background tasks (change-stream tailer, hold expiry) start there and are cancelled and
+awaited on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from .cache import Cache
+from .config import ApiKey, Settings
+from .embedded import EmbeddedRedis
+from .errors import Unavailable
+from .http.availability import Availability
+from .http.endpoint import MAX_BODY, Auth, ProblemRouter, endpoint, json_response
+from .http.reservations import Reservations
+from .ingest import Ingest
+from .ledger import Ledger
+from .metrics import Metrics
+from .openapi import document as openapi_document
+from .store import Store, connect
+from .tailer import Tailer
+
+log = logging.getLogger("atp.app")
+
+
+@dataclass
+class Service:
+    settings: Settings
+    metrics: Metrics
+    cache: Cache
+    store: Store
+    tailer: Tailer
+    ledger: Ledger
+    ingest: Ingest
+    embedded: EmbeddedRedis | None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(settings.data_dir, settings.embedded_fsync)
+        url = embedded.url
+    client = connect(url)
+    metrics = Metrics()
+    cache = Cache()
+    store = Store(client)
+    tailer = Tailer(client, cache, settings.stale_after)
+    svc = Service(
+        settings=settings,
+        metrics=metrics,
+        cache=cache,
+        store=store,
+        tailer=tailer,
+        ledger=Ledger(store, cache, erp=settings.erp_url is not None, clock=clock),
+        ingest=Ingest(store, cache, metrics, clock=clock),
+        embedded=embedded,
+    )
+    app = web.Application(router=ProblemRouter(), client_max_size=MAX_BODY)
+    app[SERVICE] = svc
+    _routes(app, svc)
+    metrics.live(
+        lambda: {
+            "atp_cache_keys": ("(sku, location) keys in this replica's cache", len(cache)),
+            "atp_cache_bytes": ("Bytes of this replica's record array", cache.nbytes()),
+            "atp_cache_ready": ("1 once the cache is warm", float(tailer.ready)),
+            "atp_cache_fresh": ("1 while the change stream is being read", float(tailer.fresh)),
+            "atp_change_entries_applied": ("Change-stream entries applied", tailer.applied),
+            "atp_cache_reloads": ("Full reloads after falling behind the stream", tailer.reloads),
+        }
+    )
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+def _routes(app: web.Application, svc: Service) -> None:
+    auth = Auth(svc.settings.api_keys)
+    tailer = svc.tailer
+    lookups = Availability(svc.cache, svc.settings.location_groups, svc.settings.low_stock,
+                           lambda: tailer.fresh)  # fmt: skip
+    res = Reservations(svc.ledger, svc.ingest, svc.metrics)
+
+    def ready_first(
+        handler: Callable[[web.Request, ApiKey | None], object],
+    ) -> Callable[[web.Request, ApiKey | None], object]:
+        async def guarded(request: web.Request, key: ApiKey | None) -> web.StreamResponse:
+            if not tailer.ready:
+                raise Unavailable("cache is warming up", retry_after=1)
+            return await handler(request, key)  # type: ignore[misc, no-any-return]
+
+        return guarded
+
+    async def healthz(_r: web.Request, _k: ApiKey | None) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(_r: web.Request, _k: ApiKey | None) -> web.Response:
+        if not tailer.ready:
+            raise Unavailable("cache is warming up", retry_after=1)
+        if not tailer.fresh:
+            raise Unavailable("Redis is unreachable", retry_after=1)
+        return json_response({"status": "ready", "keys": len(svc.cache)})
+
+    async def metrics(_r: web.Request, _k: ApiKey | None) -> web.Response:
+        body = generate_latest(svc.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    spec = openapi_document()
+
+    async def openapi(_r: web.Request, _k: ApiKey | None) -> web.Response:
+        return json_response(spec)
+
+    table = [
+        ("GET", "/v1/availability/{sku}", "availability.get", "availability:read",
+         ready_first(lookups.one)),
+        ("POST", "/v1/availability", "availability.batch", "availability:read",
+         ready_first(lookups.batch)),
+        ("POST", "/v1/reservations", "reservations.create", "reservations:write", res.create),
+        ("GET", "/v1/reservations/{reservation_id}", "reservations.get", "reservations:write",
+         res.get),
+        ("POST", "/v1/reservations/{reservation_id}/commit", "reservations.commit",
+         "reservations:write", res.commit),
+        ("DELETE", "/v1/reservations/{reservation_id}", "reservations.release",
+         "reservations:write", res.release),
+        ("POST", "/v1/events", "events.push", "events:write", res.events),
+        ("GET", "/healthz", "healthz", None, healthz),
+        ("GET", "/readyz", "readyz", None, readyz),
+        ("GET", "/metrics", "metrics", None, metrics),
+        ("GET", "/openapi.json", "openapi", None, openapi),
+    ]  # fmt: skip
+    for method, path, name, scope, handler in table:
+        app.router.add_route(
+            method, path, endpoint(name, scope, auth, svc.metrics, handler),  # type: ignore[arg-type]
+            name=name,
+        )
+
+
+async def _expiry_loop(svc: Service) -> None:
+    while True:
+        try:
+            await svc.ledger.expire_due()
+        except (RedisError, OSError, Unavailable) as exc:
+            log.debug("hold expiry skipped: %s", exc.__class__.__name__)
+        await asyncio.sleep(svc.settings.expiry_interval)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICE]
+    if svc.embedded is not None:
+        await svc.embedded.start()
+        log.info("embedded redis-server with AOF under %s", svc.embedded.data_dir)
+    with contextlib.suppress(RedisError, OSError):
+        await svc.store.load_scripts()
+        await _warn_if_not_durable(svc)
+    svc.tasks = [
+        asyncio.create_task(svc.tailer.run(), name="tailer"),
+        asyncio.create_task(_expiry_loop(svc), name="expiry"),
+    ]
+    yield
+    for task in svc.tasks:
+        task.cancel()
+    await asyncio.gather(*svc.tasks, return_exceptions=True)
+    await svc.store.close()
+    await svc.store.client.aclose()
+    if svc.embedded is not None:
+        await svc.embedded.stop()
+
+
+async def _warn_if_not_durable(svc: Service) -> None:
+    try:
+        conf = await svc.store.client.config_get("appendonly")
+    except RedisError:
+        return  # managed Redis may forbid CONFIG; its operator owns persistence
+    if conf.get(b"appendonly", conf.get("appendonly")) in (b"no", "no"):
+        log.warning(
+            "Redis has appendonly=no: accepted reservations would not survive a Redis restart"
+        )

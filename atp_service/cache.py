@@ -1,0 +1,109 @@
+"""The per-replica ATP cache: packed records in one numpy array, indexed by sku then location.
+
+Lookups read only this (never await I/O). Records arrive from the bulk warm-up, from the
+change stream, and from this replica's own script replies; each carries a per-key version
+(``ver``) bumped by every script, so an older record arriving late never overwrites a newer one.
+
+Memory per key: 64 bytes of array + one slot in the sku's location dict + the row int
+(~150 bytes in all; measured by ``benchmarks/warmup.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from .inventory import ALLOCATED, FLAG_GAP, FLAGS, ON_HAND, PENDING, SAFETY, VER
+
+Row = list[int]
+
+
+class Cache:
+    def __init__(self, capacity: int = 1024) -> None:
+        self.arr: npt.NDArray[np.int64] = np.zeros((capacity, 8), dtype=np.int64)
+        self.size = 0
+        self.by_sku: dict[str, dict[str, int]] = {}
+        self._locations: dict[str, str] = {}  # interned location names
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _row_for(self, sku: str, location: str, keep_sorted: bool = True) -> int:
+        """The row of (sku, location), adding it if new; each sku's locations stay sorted."""
+        locs = self.by_sku.get(sku)
+        if locs is None:
+            locs = self.by_sku[sku] = {}
+        row = locs.get(location)
+        if row is None:
+            if self.size == len(self.arr):
+                self._grow(self.size + 1)
+            row = self.size
+            self.size += 1
+            last = next(reversed(locs), None)
+            location = self._locations.setdefault(location, location)
+            locs[location] = row
+            if keep_sorted and last is not None and location < last:
+                self.by_sku[sku] = dict(sorted(locs.items()))
+        return row
+
+    def _grow(self, need: int) -> None:
+        capacity = max(need, len(self.arr) * 2)
+        grown = np.zeros((capacity, 8), dtype=np.int64)
+        grown[: self.size] = self.arr[: self.size]
+        self.arr = grown
+
+    def apply(self, key: str, record: bytes) -> bool:
+        """Store one packed record unless the cache already has a newer version of it."""
+        sku, _, location = key.partition("|")
+        values = np.frombuffer(record, dtype="<i8")
+        row = self._row_for(sku, location)
+        if values[VER] <= self.arr[row, VER]:  # every saved record has ver >= 1
+            return False
+        self.arr[row] = values
+        return True
+
+    def apply_many(self, pairs: Iterable[tuple[str, bytes]]) -> None:
+        for key, record in pairs:
+            self.apply(key, record)
+
+    def load_bulk(self, names: list[str], blob: bytes) -> None:
+        """Warm-up: many records at once (names[i] is the key of the i-th 64-byte record)."""
+        values = np.frombuffer(blob, dtype="<i8").reshape(-1, 8)
+        row_for = self._row_for
+        rows = np.fromiter(
+            (row_for(*_split(n), keep_sorted=False) for n in names), np.int64, len(names)
+        )
+        keep = values[:, VER] > self.arr[rows, VER]
+        self.arr[rows[keep]] = values[keep]
+        for sku in {_split(n)[0] for n in names}:
+            self.by_sku[sku] = dict(sorted(self.by_sku[sku].items()))
+
+    def locations(self, sku: str) -> dict[str, int] | None:
+        return self.by_sku.get(sku)
+
+    def rows(self, rows: list[int]) -> list[Row]:
+        result: list[Row] = self.arr[rows].tolist()
+        return result
+
+    def row(self, row: int) -> Row:
+        result: Row = self.arr[row].tolist()
+        return result
+
+    def group_atp(self, rows: list[int]) -> int:
+        """Sum of per-location ATP (each clipped at 0), vectorised."""
+        sub = self.arr[rows]
+        raw = sub[:, ON_HAND] - sub[:, ALLOCATED] - sub[:, SAFETY] - sub[:, PENDING]
+        return int(np.clip(raw, 0, None).sum())
+
+    def any_gap(self, rows: list[int]) -> bool:
+        return bool((self.arr[rows, FLAGS] & FLAG_GAP).any())
+
+    def nbytes(self) -> int:
+        return int(self.arr.nbytes)
+
+
+def _split(name: str) -> tuple[str, str]:
+    sku, _, location = name.partition("|")
+    return sku, location

@@ -1,0 +1,175 @@
+"""Settings: the one place that reads the environment (contract.md section 1).
+
+Every setting is read once, validated, and frozen into :class:`Settings`. An empty variable
+means unset. A bad value raises :class:`ConfigError` with the variable's name, so a typo
+fails at start-up, not at peak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCOPES = frozenset({"availability:read", "reservations:write", "events:write", "admin"})
+PRIORITIES = ("checkout", "sales", "background")
+
+
+class ConfigError(ValueError):
+    """A launch variable has a value the service cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One caller: the SHA-256 of its secret (never the secret) and its scopes."""
+
+    digest: str
+    scopes: frozenset[str]
+    name: str
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    redis_url: str | None = None
+    data_dir: Path = Path("./.atp-data")
+    embedded_fsync: str = "everysec"
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = "erp.inventory.v1"
+    kafka_group: str = "atp-service"
+    erp_url: str | None = None
+    erp_rate: float = 50.0
+    api_keys: tuple[ApiKey, ...] = ()
+    dev_key: str | None = None
+    location_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    low_stock: int = 5
+    expiry_interval: float = 0.1
+    stale_after: float = 2.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``ATP_*`` variable; an empty value means unset."""
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = source.get(name, "").strip()
+            return value or None
+
+        keys_raw = get("ATP_API_KEYS")
+        dev_key = None
+        if keys_raw is None:
+            dev_key = "dev-" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+            keys = (ApiKey(_digest(dev_key), frozenset(SCOPES), "dev"),)
+        else:
+            keys = parse_api_keys(keys_raw)
+        return cls(
+            http_host=get("ATP_HTTP_HOST") or "127.0.0.1",
+            http_port=_int("ATP_HTTP_PORT", get("ATP_HTTP_PORT"), 8080, 0, 65535),
+            redis_url=get("ATP_REDIS_URL"),
+            data_dir=Path(get("ATP_DATA_DIR") or "./.atp-data"),
+            embedded_fsync=_choice(
+                "ATP_EMBEDDED_FSYNC", get("ATP_EMBEDDED_FSYNC"), "everysec", ("everysec", "always")
+            ),
+            kafka_bootstrap=get("ATP_KAFKA_BOOTSTRAP"),
+            kafka_topic=get("ATP_KAFKA_TOPIC") or "erp.inventory.v1",
+            kafka_group=get("ATP_KAFKA_GROUP") or "atp-service",
+            erp_url=(get("ATP_ERP_URL") or "").rstrip("/") or None,
+            erp_rate=_positive_float("ATP_ERP_RATE", get("ATP_ERP_RATE"), 50.0),
+            api_keys=keys,
+            dev_key=dev_key,
+            location_groups=parse_location_groups(get("ATP_LOCATION_GROUPS") or ""),
+            low_stock=_int("ATP_LOW_STOCK", get("ATP_LOW_STOCK"), 5, 0, 10**9),
+            expiry_interval=_positive_float(
+                "ATP_EXPIRY_INTERVAL", get("ATP_EXPIRY_INTERVAL"), 0.1
+            ),
+            stale_after=_positive_float("ATP_STALE_AFTER", get("ATP_STALE_AFTER"), 2.0),
+            log_level=(get("ATP_LOG_LEVEL") or "info").lower(),
+        )
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
+    """``secret:scope,scope;secret2:*``; a secret of the form ``sha256=<hex>`` is a stored hash."""
+    keys: list[ApiKey] = []
+    for index, entry in enumerate(p.strip() for p in raw.split(";")):
+        if not entry:
+            continue
+        secret, sep, scopes_raw = entry.partition(":")
+        if not sep or not secret or not scopes_raw:
+            raise ConfigError(f"ATP_API_KEYS entry {index + 1}: expected secret:scope[,scope]")
+        scopes: set[str] = set()
+        for scope in (s.strip() for s in scopes_raw.split(",")):
+            if scope == "*":
+                scopes |= SCOPES
+            elif scope in SCOPES:
+                scopes.add(scope)
+            else:
+                raise ConfigError(f"ATP_API_KEYS entry {index + 1}: unknown scope {scope!r}")
+        if secret.startswith("sha256="):
+            digest = secret.removeprefix("sha256=").lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(f"ATP_API_KEYS entry {index + 1}: bad sha256 digest")
+        else:
+            digest = _digest(secret)
+        keys.append(ApiKey(digest, frozenset(scopes), f"key{index + 1}"))
+    if not keys:
+        raise ConfigError("ATP_API_KEYS holds no key")
+    return tuple(keys)
+
+
+def parse_location_groups(raw: str) -> dict[str, tuple[str, ...]]:
+    """``GROUP=LOC1,LOC2;GROUP2=...``"""
+    groups: dict[str, tuple[str, ...]] = {}
+    for entry in (p.strip() for p in raw.split(";")):
+        if not entry:
+            continue
+        name, sep, locs = entry.partition("=")
+        name = name.strip()
+        members = tuple(dict.fromkeys(loc.strip() for loc in locs.split(",") if loc.strip()))
+        if not sep or not name or not members:
+            raise ConfigError(f"ATP_LOCATION_GROUPS entry {entry!r}: expected GROUP=LOC1,LOC2")
+        groups[name] = members
+    return groups
+
+
+def _int(name: str, raw: str | None, default: int, lo: int, hi: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is outside {lo}..{hi}")
+    return value
+
+
+def _positive_float(name: str, raw: str | None, default: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r} must be a positive number")
+    return value
+
+
+def _choice(name: str, raw: str | None, default: str, allowed: tuple[str, ...]) -> str:
+    if raw is None:
+        return default
+    if raw not in allowed:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
+    return raw

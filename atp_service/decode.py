@@ -1,0 +1,193 @@
+"""Decoders: untrusted JSON values -> typed domain requests, or a precise BadRequest.
+
+Pure (no I/O). Every rule of contract.md s2/s3 on identifiers, quantities and sizes lives
+here, so the HTTP layer and the Kafka consumer validate exactly alike. ``bool`` is rejected
+where an integer is expected (Python would accept ``True`` as 1), and so is any float.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from .config import PRIORITIES
+from .errors import BadRequest
+from .inventory import MAX_QTY, MAX_SEQ, Adjustment, Event, Snapshot
+from .reservation import Line, ReservationRequest
+
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+MAX_BATCH_ITEMS = 1000
+MAX_LINES = 100
+MAX_EVENTS = 5000
+MAX_HOLD_SECONDS = 14400
+
+
+def is_identifier(value: object) -> bool:
+    return type(value) is str and ID_RE.fullmatch(value) is not None
+
+
+def identifier(value: object, pointer: str) -> str:
+    if type(value) is not str:
+        raise _bad(pointer, "must be a string identifier")
+    if ID_RE.fullmatch(value) is None:
+        raise _bad(pointer, "must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+    return value
+
+
+def integer(value: object, pointer: str, lo: int, hi: int) -> int:
+    if type(value) is not int:
+        raise _bad(pointer, "must be an integer")
+    if not lo <= value <= hi:
+        raise _bad(pointer, f"must be between {lo} and {hi}")
+    return value
+
+
+def _obj(value: object, pointer: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _bad(pointer or "/", "must be a JSON object")
+    return value
+
+
+def _list(value: object, pointer: str, max_items: int) -> list[Any]:
+    if type(value) is not list:
+        raise _bad(pointer, "must be an array")
+    if not value:
+        raise _bad(pointer, "must not be empty")
+    if len(value) > max_items:
+        raise _bad(pointer, f"holds {len(value)} items; at most {max_items} allowed")
+    return value
+
+
+def _bad(pointer: str, detail: str) -> BadRequest:
+    return BadRequest(f"{pointer}: {detail}", errors=[{"pointer": pointer, "detail": detail}])
+
+
+def _no_extra(obj: dict[str, Any], allowed: frozenset[str], pointer: str) -> None:
+    extra = obj.keys() - allowed
+    if extra:
+        name = sorted(extra)[0]
+        raise _bad(f"{pointer}/{name}", "unknown field")
+
+
+_RES_FIELDS = frozenset({"reservation_id", "priority", "lines", "hold_seconds"})
+_LINE_FIELDS = frozenset({"sku", "location", "qty"})
+
+
+def reservation_request(body: object) -> ReservationRequest:
+    obj = _obj(body, "")
+    _no_extra(obj, _RES_FIELDS, "")
+    rid = identifier(obj.get("reservation_id"), "/reservation_id")
+    priority = obj.get("priority")
+    if priority not in PRIORITIES:
+        raise _bad("/priority", "must be one of checkout, sales, background")
+    hold = obj.get("hold_seconds")
+    if hold is not None:
+        hold = integer(hold, "/hold_seconds", 1, MAX_HOLD_SECONDS)
+    lines: list[Line] = []
+    for i, raw in enumerate(_list(obj.get("lines"), "/lines", MAX_LINES)):
+        p = f"/lines/{i}"
+        line = _obj(raw, p)
+        _no_extra(line, _LINE_FIELDS, p)
+        lines.append(
+            Line(
+                identifier(line.get("sku"), p + "/sku"),
+                identifier(line.get("location"), p + "/location"),
+                integer(line.get("qty"), p + "/qty", 1, MAX_QTY),
+            )
+        )
+    request = ReservationRequest(rid, str(priority), tuple(lines), hold)
+    for line in request.lines:
+        if line.qty > MAX_QTY:
+            raise _bad("/lines", f"summed quantity for {line.key} exceeds {MAX_QTY}")
+    return request
+
+
+_ITEM_FIELDS = frozenset({"sku", "location", "group", "qty"})
+
+
+def availability_items(body: object) -> list[tuple[str, str | None, str | None, int]]:
+    """Batch lookup body -> [(sku, location, group, qty)]."""
+    obj = _obj(body, "")
+    _no_extra(obj, frozenset({"items"}), "")
+    items = []
+    for i, raw in enumerate(_list(obj.get("items"), "/items", MAX_BATCH_ITEMS)):
+        p = f"/items/{i}"
+        item = _obj(raw, p)
+        _no_extra(item, _ITEM_FIELDS, p)
+        sku = identifier(item.get("sku"), p + "/sku")
+        loc = item.get("location")
+        group = item.get("group")
+        if loc is not None and group is not None:
+            raise _bad(p, "give location or group, not both")
+        if loc is not None:
+            loc = identifier(loc, p + "/location")
+        if group is not None:
+            group = identifier(group, p + "/group")
+        qty = item.get("qty", 1)
+        qty = integer(qty, p + "/qty", 1, MAX_QTY)
+        items.append((sku, loc, group, qty))
+    return items
+
+
+def events_envelope(body: object) -> list[Any]:
+    obj = _obj(body, "")
+    _no_extra(obj, frozenset({"events"}), "")
+    return _list(obj.get("events"), "/events", MAX_EVENTS)
+
+
+_SNAPSHOT_FIELDS = frozenset(
+    {"event_id", "type", "sku", "location", "seq", "on_hand", "allocated", "safety_stock",
+     "occurred_at"}
+)  # fmt: skip
+_ADJUST_FIELDS = frozenset(
+    {"event_id", "type", "sku", "location", "seq", "on_hand_delta", "allocated_delta", "reason",
+     "occurred_at"}
+)  # fmt: skip
+
+
+def event(raw: object) -> Event:
+    """One ERP inventory event. Unknown extra fields are tolerated (the ERP may add some)."""
+    obj = _obj(raw, "")
+    kind = obj.get("type")
+    event_id = identifier(obj.get("event_id"), "/event_id")
+    sku = identifier(obj.get("sku"), "/sku")
+    loc = identifier(obj.get("location"), "/location")
+    seq = integer(obj.get("seq"), "/seq", 0, MAX_SEQ - 1)
+    occurred = _timestamp(obj.get("occurred_at"))
+    if kind == "snapshot":
+        return Snapshot(
+            event_id,
+            sku,
+            loc,
+            seq,
+            integer(obj.get("on_hand"), "/on_hand", 0, MAX_QTY),
+            integer(obj.get("allocated"), "/allocated", 0, MAX_QTY),
+            integer(obj.get("safety_stock"), "/safety_stock", 0, MAX_QTY),
+            occurred,
+        )
+    if kind == "adjustment":
+        reason = obj.get("reason", "")
+        if type(reason) is not str or len(reason) > 200:
+            raise _bad("/reason", "must be a string of at most 200 characters")
+        return Adjustment(
+            event_id,
+            sku,
+            loc,
+            seq,
+            integer(obj.get("on_hand_delta", 0), "/on_hand_delta", -MAX_QTY, MAX_QTY),
+            integer(obj.get("allocated_delta", 0), "/allocated_delta", -MAX_QTY, MAX_QTY),
+            reason,
+            occurred,
+        )
+    raise _bad("/type", "must be snapshot or adjustment")
+
+
+def _timestamp(value: object) -> str:
+    if type(value) is not str or len(value) > 40:
+        raise _bad("/occurred_at", "must be an RFC 3339 timestamp string")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise _bad("/occurred_at", "must be an RFC 3339 timestamp") from None
+    return value

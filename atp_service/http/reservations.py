@@ -1,0 +1,62 @@
+"""Reservation routes: create (hold), read, commit, release; and ERP event push."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import decode
+from ..config import ApiKey
+from ..errors import BadRequest
+from ..ingest import Ingest
+from ..ledger import Ledger
+from ..metrics import Metrics
+from .endpoint import json_response, read_json
+
+
+def _rid(request: web.Request) -> str:
+    rid = request.match_info["reservation_id"]
+    if not decode.is_identifier(rid):
+        raise BadRequest("reservation_id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+    return rid
+
+
+class Reservations:
+    def __init__(self, ledger: Ledger, ingest: Ingest, metrics: Metrics) -> None:
+        self.ledger = ledger
+        self.ingest = ingest
+        self.metrics = metrics
+
+    async def create(self, request: web.Request, key: ApiKey | None) -> web.Response:
+        req = decode.reservation_request(await read_json(request))
+        counter = self.metrics.reservations
+        try:
+            created, state = await self.ledger.reserve(req, key.name if key else "")
+        except Exception as exc:
+            counter.labels(req.priority, getattr(exc, "slug", "error")).inc()
+            raise
+        counter.labels(req.priority, "created" if created else "replayed").inc()
+        return json_response(state, status=201 if created else 200)
+
+    async def get(self, request: web.Request, _key: ApiKey | None) -> web.Response:
+        return json_response(await self.ledger.get(_rid(request)))
+
+    async def commit(self, request: web.Request, _key: ApiKey | None) -> web.Response:
+        return json_response(await self._transition(request, "commit"))
+
+    async def release(self, request: web.Request, _key: ApiKey | None) -> web.Response:
+        return json_response(await self._transition(request, "release"))
+
+    async def _transition(self, request: web.Request, action: str) -> dict[str, object]:
+        rid = _rid(request)
+        try:
+            state = await self.ledger.transition(rid, action)
+        except Exception as exc:
+            self.metrics.transitions.labels(action, getattr(exc, "slug", "error")).inc()
+            raise
+        self.metrics.transitions.labels(action, state["status"]).inc()
+        return state
+
+    async def events(self, request: web.Request, _key: ApiKey | None) -> web.Response:
+        raw = decode.events_envelope(await read_json(request))
+        result = await self.ingest.apply(raw, "http")
+        return json_response(result.as_json())

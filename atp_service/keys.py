@@ -1,0 +1,28 @@
+"""Every Redis key this service uses, in one place (arq habit).
+
+All keys share the ``atp:`` prefix so one Redis can host other data. Per-key inventory state
+lives in a single hash (``INV``) of 64-byte packed records so a replica warms up with a few
+HSCAN calls and one ``numpy.frombuffer``; buffered events and settlement lines live in two
+lexicographically ordered sorted sets, so every script touches a fixed, declared set of keys.
+For Redis Cluster these become N shards tagged by sku (see docs/scaling.md, issue 7).
+"""
+
+PREFIX = "atp:"
+INV = PREFIX + "inv"  # hash  "sku|loc" -> packed record (inventory.FIELDS)
+BUF = PREFIX + "buf"  # zset (lex) "sku|loc\0<seq:016>\0<event>": adjustments behind a gap
+SETTLE = PREFIX + "settle"  # zset (lex) "sku|loc\0<erp_seq:016>\0<id>\0<qty>": unsettled lines
+CHANGES = PREFIX + "changes"  # stream: one entry per atomic step, fields key -> record
+EXPIRY = PREFIX + "expiry"  # zset reservation id -> hold expiry (ms)
+OUTBOX_SEQ = PREFIX + "outbox:seq"  # counter giving outbox entries their FIFO order
+RESERVATION = PREFIX + "res:"  # + reservation_id: hash (see lua/reserve.lua)
+OUTBOX = PREFIX + "outbox:"  # + priority: zset reservation id -> enqueue order
+
+CHANGES_MAXLEN = 200_000  # entries kept for replicas that briefly fall behind
+
+
+def reservation(reservation_id: str) -> str:
+    return RESERVATION + reservation_id
+
+
+def outbox(priority: str) -> str:
+    return OUTBOX + priority

@@ -1,0 +1,155 @@
+"""Reservations against the shared state: hold, read, commit, release, expire.
+
+Thin translation between domain requests and the ``reserve`` / ``transition`` scripts; the
+cache is updated from the script's own reply, so this replica reflects its write at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from . import keys
+from .cache import Cache
+from .errors import IdempotencyConflict, InsufficientStock, NotCommittable, NotFound, Throttled
+from .reservation import ReservationRequest
+from .store import OUTBOX_KEYS, Store
+
+Clock = Callable[[], float]
+
+
+def iso_ms(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    )
+
+
+def _split_reply(reply: list[bytes]) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """[tag, f1, v1, ..., '', key, record, ...] -> (fields, [(key, record)])"""
+    fields: dict[str, str] = {}
+    i, n = 1, len(reply)
+    while i < n and reply[i] != b"":
+        fields[reply[i].decode()] = reply[i + 1].decode()
+        i += 2
+    i += 1
+    records = [(reply[j].decode(), reply[j + 1]) for j in range(i, n - 1, 2)]
+    return fields, records
+
+
+def view(fields: dict[str, str]) -> dict[str, Any]:
+    """The public JSON shape of a stored reservation."""
+    out: dict[str, Any] = {
+        "reservation_id": fields["id"],
+        "status": fields["status"],
+        "priority": fields["priority"],
+        "lines": [
+            {"sku": x["sku"], "location": x["location"], "qty": x["qty"]}
+            | ({"erp_seq": int(x["erp_seq"])} if "erp_seq" in x else {})
+            for x in orjson.loads(fields["lines"])
+        ],
+        "created_at": iso_ms(int(fields["created_ms"])),
+        "updated_at": iso_ms(int(fields["updated_ms"])),
+    }
+    hold = int(fields.get("hold", "0"))
+    if hold:
+        out["hold_seconds"] = hold
+        out["committed"] = fields.get("committed") == "1"
+        if "expires_ms" in fields:
+            out["expires_at"] = iso_ms(int(fields["expires_ms"]))
+    if "reason" in fields:
+        out["reason"] = fields["reason"]
+    return out
+
+
+class Ledger:
+    def __init__(
+        self, store: Store, cache: Cache, erp: bool, clock: Clock = time.time
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.mode = "erp" if erp else "standalone"
+        self.clock = clock
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def reserve(
+        self, req: ReservationRequest, owner: str, budget: int = -1
+    ) -> tuple[bool, dict[str, Any]]:
+        """Hold all lines or none. Returns (created, reservation view)."""
+        lines = req.lines
+        args: list[Any] = [
+            req.reservation_id, req.fingerprint(), req.priority, req.hold_seconds or 0,
+            self.now_ms(), self.mode, budget, keys.CHANGES_MAXLEN, owner,
+        ]  # fmt: skip
+        for line in lines:
+            raw = orjson.dumps({"sku": line.sku, "location": line.location, "qty": line.qty})
+            args += (line.key, line.qty, raw)
+        outbox = keys.outbox(req.priority)
+        reply = await self.store.run(
+            "reserve",
+            (keys.reservation(req.reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY, outbox,
+             keys.OUTBOX_SEQ),
+            args,
+        )  # fmt: skip
+        tag = reply[0]
+        if tag == b"created" or tag == b"exists":
+            fields, records = _split_reply(reply)
+            self.cache.apply_many(records)
+            return tag == b"created", view(fields)
+        if tag == b"conflict":
+            raise IdempotencyConflict(
+                f"reservation {req.reservation_id} exists with a different body"
+            )
+        if tag == b"short":
+            requested = {line.key: line for line in lines}
+            short = []
+            for j in range(1, len(reply), 2):
+                line = requested[reply[j].decode()]
+                short.append(
+                    {"sku": line.sku, "location": line.location, "requested": line.qty,
+                     "atp": int(reply[j + 1])}
+                )  # fmt: skip
+            raise InsufficientStock(
+                f"{len(short)} of {len(lines)} lines cannot be held", lines=short
+            )
+        if tag == b"busy":
+            raise Throttled(f"{req.priority} backlog is over budget", retry_after=1)
+        raise RuntimeError(f"unexpected reserve reply {tag!r}")
+
+    async def get(self, reservation_id: str) -> dict[str, Any]:
+        raw = await self.store.client.hgetall(keys.reservation(reservation_id))
+        if not raw:
+            raise NotFound(f"reservation {reservation_id} not found")
+        return view({k.decode(): v.decode() for k, v in raw.items()})
+
+    async def transition(self, reservation_id: str, action: str) -> dict[str, Any]:
+        reply = await self.store.run(
+            "transition",
+            (keys.reservation(reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY, keys.SETTLE,
+             *OUTBOX_KEYS, keys.OUTBOX_SEQ),
+            (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN),
+        )  # fmt: skip
+        tag = reply[0]
+        if tag == b"missing":
+            raise NotFound(f"reservation {reservation_id} not found")
+        fields, records = _split_reply(reply)
+        self.cache.apply_many(records)
+        if tag == b"not_committable":
+            raise NotCommittable(
+                f"reservation {reservation_id} is {fields['status']}", status=fields["status"]
+            )
+        return view(fields)
+
+    async def expire_due(self, limit: int = 500) -> int:
+        """Expire cart holds whose time has come; safe to run on every replica at once."""
+        due = await self.store.client.zrangebyscore(
+            keys.EXPIRY, "-inf", self.now_ms(), start=0, num=limit
+        )
+        await asyncio.gather(*(self.transition(rid.decode(), "expire") for rid in due))
+        return len(due)

@@ -1,0 +1,75 @@
+-- Hold every line of a reservation or none; write the reservation (and, with an ERP and no
+-- cart hold, its outbox entry) in the same atomic step.
+-- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 EXPIRY, 5 OUTBOX(priority), 6 OUTBOX_SEQ
+-- ARGV: 1 id, 2 fingerprint, 3 priority, 4 hold_seconds (0 = none), 5 now_ms,
+--       6 mode ('standalone'|'erp'), 7 budget (max outbox entries for this priority, -1 none),
+--       8 stream maxlen, 9 owner, 10.. triples sku|loc, qty, raw line json (summed lines)
+-- Returns {'created', <reservation fields...>, '', key, record, ...}
+--      or {'exists', <fields>} | {'conflict'} | {'short', key, atp, key, atp, ...}
+--      or {'busy', backlog}
+-- Idempotent by reservation id: a client retry (redis-py retries on timeout) finds the
+-- reservation already written and answers 'exists' instead of holding twice.
+local res = KEYS[1]
+if redis.call('EXISTS', res) == 1 then
+  if redis.call('HGET', res, 'fp') ~= ARGV[2] then return {'conflict'} end
+  local out = {'exists'}
+  for _, v in ipairs(redis.call('HGETALL', res)) do out[#out + 1] = v end
+  return out
+end
+
+local now = tonumber(ARGV[5])
+local hold = tonumber(ARGV[4])
+local erp = ARGV[6] == 'erp'
+local recs, short = {}, {'short'}
+local n = 0
+for i = 10, #ARGV, 3 do
+  n = n + 1
+  local key, qty = ARGV[i], tonumber(ARGV[i + 1])
+  local r = rec_load(KEYS[2], key)
+  local avail = rec_atp(r)
+  if avail < qty then
+    short[#short + 1] = key
+    short[#short + 1] = avail
+  end
+  recs[n] = {key, r, qty}
+end
+if #short > 1 then return short end
+
+if erp and hold == 0 and tonumber(ARGV[7]) >= 0 then
+  local backlog = redis.call('ZCARD', KEYS[5])
+  if backlog >= tonumber(ARGV[7]) then return {'busy', backlog} end
+end
+
+-- Validated: from here on every call is a write that cannot fail on its input.
+local changed = {}
+local lines = {}
+for i, e in ipairs(recs) do
+  e[2][PENDING] = e[2][PENDING] + e[3]
+  changed[i] = {e[1], e[2]}
+  lines[i] = ARGV[10 + (i - 1) * 3 + 2]
+end
+
+local status = 'held'
+if hold == 0 and not erp then status = 'confirmed' end
+local fields = {
+  'id', ARGV[1], 'fp', ARGV[2], 'priority', ARGV[3], 'hold', ARGV[4], 'status', status,
+  'lines', '[' .. table.concat(lines, ',') .. ']', 'created_ms', ARGV[5], 'updated_ms', ARGV[5],
+  'owner', ARGV[9], 'committed', '0',
+}
+if hold > 0 then
+  local expires = now + hold * 1000
+  fields[#fields + 1] = 'expires_ms'
+  fields[#fields + 1] = tostring(expires)
+  redis.call('ZADD', KEYS[4], expires, ARGV[1])
+elseif erp then
+  redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[1])
+end
+redis.call('HSET', res, unpack(fields))
+
+local out = {'created'}
+for _, v in ipairs(fields) do out[#out + 1] = v end
+out[#out + 1] = ''
+for _, v in ipairs(rec_save_all(KEYS[2], KEYS[3], ARGV[8], changed, now)) do
+  out[#out + 1] = v
+end
+return out

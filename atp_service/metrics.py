@@ -1,0 +1,103 @@
+"""Metric names, declared in one place, each with a one-line comment (arroyo habit).
+
+Every app owns its own ``CollectorRegistry`` (no module-level singletons). The request-time
+histogram on the lookup hot path is a lock-free bucket counter (``RouteHistogram``, ~0.2 µs
+an observation) exported through a custom collector; prometheus_client's own Histogram costs
+several times that, which is measurable at 30k req/s per core.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+BUCKETS_S = (
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+_BUCKETS_NS = [int(b * 1e9) for b in BUCKETS_S]
+
+
+class RouteHistogram(Collector):
+    """Server-side handling time per route (handler entry to response object ready)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, int] = {}
+
+    def slot(self, route: str) -> Callable[[int], None]:
+        """A bound observer for one route: ``observe(nanoseconds)``."""
+        counts = self.counts.setdefault(route, [0] * (len(_BUCKETS_NS) + 1))
+        self.sums.setdefault(route, 0)
+        sums = self.sums
+        buckets = _BUCKETS_NS
+
+        def observe(ns: int) -> None:
+            counts[bisect_left(buckets, ns)] += 1
+            sums[route] += ns
+
+        return observe
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "atp_http_handle_seconds",
+            "Server-side request handling time by route (excludes HTTP parsing and socket I/O)",
+            labels=["route"],
+        )
+        for route, counts in self.counts.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip([*BUCKETS_S, float("inf")], counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric([route], buckets, self.sums[route] / 1e9)
+        yield family
+
+
+class _Live(Collector):
+    """Gauges computed at scrape time from the app's live objects."""
+
+    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (doc, value) in self.read().items():
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http = RouteHistogram()
+        r.register(self.http)
+        # reservation requests by priority and outcome (created, replayed, short, conflict, ...)
+        self.reservations = Counter(
+            "atp_reservations", "Reservation requests by outcome", ["priority", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        # reservation state changes after creation (commit, release, expire)
+        self.transitions = Counter(
+            "atp_reservation_transitions", "Reservation transitions", ["action", "result"],
+            registry=r,
+        )  # fmt: skip
+        # ERP inventory events by source and outcome (applied, duplicate, buffered, rejected)
+        self.events = Counter(
+            "atp_events", "ERP inventory events by outcome", ["source", "outcome"], registry=r
+        )
+        # in-sequence adjustments that drove on_hand or allocated below zero (applied anyway)
+        self.negative = Counter(
+            "atp_events_negative", "Adjustments leaving a negative figure", registry=r
+        )
+        # confirmed reservation lines settled by an ERP event reaching their erp_seq
+        self.settled = Counter("atp_lines_settled", "Reservation lines settled", registry=r)
+        # problem responses by HTTP status
+        self.problems = Counter("atp_http_problems", "Problem responses", ["status"], registry=r)
+        # seconds the last cache warm-up took
+        self.warmup = Gauge("atp_cache_warmup_seconds", "Last warm-up duration", registry=r)
+
+    def live(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
+        self.registry.register(_Live(read))

@@ -1,0 +1,82 @@
+"""Pure reservation model: the request, its idempotency fingerprint, and the state machine.
+
+States (contract.md s2): ``held`` (counted; a cart hold, or waiting for the ERP),
+``confirmed`` (the ERP accepted, or standalone mode), ``rejected`` (the ERP refused; stock
+returned), ``released`` (cancelled by the client), ``expired`` (a cart hold that timed out).
+``rejected``, ``released`` and ``expired`` are terminal and hold no stock. The Lua scripts
+apply exactly :data:`TRANSITIONS`; the unit tests walk this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+Status = Literal["held", "confirmed", "rejected", "released", "expired"]
+Action = Literal["commit", "release", "expire", "erp_confirm", "erp_reject"]
+TERMINAL: frozenset[str] = frozenset({"rejected", "released", "expired"})
+HOLDS_STOCK: frozenset[str] = frozenset({"held", "confirmed"})
+
+# (status, is an uncommitted cart hold) -> action -> new status. Missing = no change.
+# A commit of a terminal reservation is refused (NotCommittable); every other missing pair
+# is an idempotent no-op.
+TRANSITIONS: dict[tuple[str, bool], dict[str, str]] = {
+    ("held", True): {
+        "commit": "held",  # with an ERP: now waits for the ERP; standalone: see below
+        "release": "released",
+        "expire": "expired",
+    },
+    ("held", False): {
+        "release": "released",
+        "erp_confirm": "confirmed",
+        "erp_reject": "rejected",
+    },
+    ("confirmed", False): {"release": "released"},
+}
+
+
+def next_status(status: str, cart_hold: bool, action: str, standalone: bool) -> str:
+    """The status after ``action``; unchanged when the action does not apply."""
+    if action == "commit" and status == "held" and cart_hold and standalone:
+        return "confirmed"
+    return TRANSITIONS.get((status, cart_hold), {}).get(action, status)
+
+
+def committable(status: str) -> bool:
+    return status not in TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    sku: str
+    location: str
+    qty: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.sku}|{self.location}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRequest:
+    reservation_id: str
+    priority: str
+    raw_lines: tuple[Line, ...]
+    hold_seconds: int | None
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        """One line per (sku, location), quantities summed, in first-seen order."""
+        summed: dict[tuple[str, str], int] = {}
+        for line in self.raw_lines:
+            k = (line.sku, line.location)
+            summed[k] = summed.get(k, 0) + line.qty
+        return tuple(Line(s, loc, q) for (s, loc), q in summed.items())
+
+    def fingerprint(self) -> bytes:
+        """Identity of the body for idempotency: priority, hold_seconds, raw lines in order."""
+        return orjson.dumps(
+            [self.priority, self.hold_seconds, [[x.sku, x.location, x.qty] for x in self.raw_lines]]
+        )

@@ -1,0 +1,114 @@
+"""Keeps one replica's cache equal to Redis: bulk warm-up, then tail the change stream.
+
+Warm-up notes the stream's last id *before* scanning, loads every record with HSCAN (one
+``numpy.frombuffer`` per chunk), then tails from that id; entries written during the scan are
+replayed, and the per-key version keeps the newest. If this replica was away so long that the
+stream was trimmed past its position (``max-deleted-entry-id``), it reloads in full.
+
+``fresh`` tells lookups whether the last successful read from Redis is recent; ``ready``
+turns true once the first warm-up is done (``/readyz``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import keys
+from .cache import Cache
+
+log = logging.getLogger("atp.tailer")
+
+SCAN_COUNT = 20_000
+BLOCK_MS = 500
+
+
+def _id_tuple(stream_id: bytes | str) -> tuple[int, int]:
+    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Tailer:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        cache: Cache,
+        stale_after: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.stale_after = stale_after
+        self.clock = clock
+        self.ready = False
+        self.last_id = "0-0"
+        self.last_ok = 0.0
+        self.applied = 0
+        self.reloads = 0
+
+    @property
+    def fresh(self) -> bool:
+        return self.ready and self.clock() - self.last_ok <= self.stale_after
+
+    async def warm(self) -> float:
+        """Load every record; returns the seconds it took."""
+        started = time.perf_counter()
+        newest = await self.client.xrevrange(keys.CHANGES, count=1)
+        last_id = newest[0][0].decode() if newest else "0-0"
+        cursor = 0
+        while True:
+            cursor, chunk = await self.client.hscan(keys.INV, cursor, count=SCAN_COUNT)
+            if chunk:
+                names = [k.decode() for k in chunk]
+                self.cache.load_bulk(names, b"".join(chunk.values()))
+            if cursor == 0:
+                break
+        self.last_id = last_id
+        self.last_ok = self.clock()
+        self.ready = True
+        return time.perf_counter() - started
+
+    async def _trimmed_past_us(self) -> bool:
+        info = await self.client.xinfo_stream(keys.CHANGES)
+        deleted = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
+        return bool(deleted) and _id_tuple(deleted) > _id_tuple(self.last_id)
+
+    async def run(self) -> None:
+        """Warm up (retrying until Redis answers), then tail for ever."""
+        backoff = 0.05
+        while True:
+            try:
+                if not self.ready:
+                    took = await self.warm()
+                    log.info("cache warm: %d keys in %.2fs", len(self.cache), took)
+                elif await self.client.exists(keys.CHANGES) and await self._trimmed_past_us():
+                    self.reloads += 1
+                    log.warning("change stream trimmed past this replica: full reload")
+                    await self.warm()
+                await self._tail()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("redis unreachable from tailer: %s", exc.__class__.__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+            else:
+                backoff = 0.05
+
+    async def _tail(self) -> None:
+        apply = self.cache.apply
+        while True:
+            reply = await self.client.xread({keys.CHANGES: self.last_id}, count=5000, block=BLOCK_MS)
+            self.last_ok = self.clock()
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    for name, record in fields.items():
+                        apply(name.decode(), record)
+                    self.applied += 1
+                self.last_id = entries[-1][0].decode()
