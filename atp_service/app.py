@@ -23,7 +23,14 @@ from .config import ApiKey, Settings
 from .embedded import EmbeddedRedis
 from .errors import Unavailable
 from .http.availability import Availability
-from .http.endpoint import MAX_BODY, Auth, ProblemRouter, endpoint, json_response
+from .http.endpoint import (
+    MAX_BODY,
+    Auth,
+    endpoint,
+    json_response,
+    method_not_allowed,
+    not_found,
+)
 from .http.reservations import Reservations
 from .ingest import Ingest
 from .ledger import Ledger
@@ -72,7 +79,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         ingest=Ingest(store, cache, metrics, clock=clock),
         embedded=embedded,
     )
-    app = web.Application(router=ProblemRouter(), client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY)
     app[SERVICE] = svc
     _routes(app, svc)
     metrics.live(
@@ -143,11 +150,16 @@ def _routes(app: web.Application, svc: Service) -> None:
         ("GET", "/metrics", "metrics", None, metrics),
         ("GET", "/openapi.json", "openapi", None, openapi),
     ]  # fmt: skip
+    by_path: dict[str, list[tuple[str, str, str | None, object]]] = {}
     for method, path, name, scope, handler in table:
-        app.router.add_route(
-            method, path, endpoint(name, scope, auth, svc.metrics, handler),  # type: ignore[arg-type]
-            name=name,
-        )
+        by_path.setdefault(path, []).append((method, name, scope, handler))
+    for path, routes in by_path.items():
+        resource = app.router.add_resource(path)
+        for method, name, scope, handler in routes:
+            resource.add_route(method, endpoint(name, scope, auth, svc.metrics, handler))  # type: ignore[arg-type]
+        allowed = tuple(sorted({method for method, *_ in routes}))
+        resource.add_route("*", endpoint("other", None, auth, svc.metrics, method_not_allowed(allowed)))
+    app.router.add_route("*", "/{tail:.*}", endpoint("other", None, auth, svc.metrics, not_found))  # type: ignore[arg-type]
 
 
 async def _expiry_loop(svc: Service) -> None:

@@ -59,7 +59,7 @@ def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
         socket_connect_timeout=2,
         health_check_interval=30,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)
 
 
 class Store:

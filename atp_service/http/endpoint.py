@@ -3,7 +3,8 @@
 An aiohttp middleware costs ~10% of lookup throughput (architecture.md), so each handler is
 wrapped once at start-up instead: :func:`endpoint` checks the bearer key against the route's
 scope, times the handler into the route histogram, and turns any error into RFC 9457 problem
-JSON. Routing misses (404/405) become problems through :class:`ProblemRouter`.
+JSON. Routing misses become problems too: each resource ends with a ``*`` route answering
+405, and a final catch-all resource answers 404.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.web_urldispatcher import MatchInfoError, SystemRoute, UrlMappingMatchInfo
 
 from ..config import ApiKey
 from ..errors import (
@@ -141,20 +141,12 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"body is not valid JSON: {exc.msg}") from None
 
 
-class _ProblemRoute(SystemRoute):
-    def __init__(self, error: AtpError) -> None:
-        super().__init__(web.HTTPNotFound())
-        self._error = error
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        return problem_response(request, self._error)
+def not_found(request: web.Request, _key: ApiKey | None) -> Awaitable[web.StreamResponse]:
+    raise NotFound("no such resource")
 
 
-class ProblemRouter(web.UrlDispatcher):
-    """Routes as usual; a miss answers problem JSON instead of aiohttp's plain text."""
+def method_not_allowed(allowed: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request, _key: ApiKey | None) -> web.StreamResponse:
+        raise MethodNotAllowed(f"{request.method} is not allowed here", allowed=allowed)
 
-    async def resolve(self, request: web.Request) -> UrlMappingMatchInfo:
-        match = await super().resolve(request)
-        if isinstance(match, MatchInfoError):
-            return UrlMappingMatchInfo({}, _ProblemRoute(_from_http(match.http_exception)))
-        return match
+    return handler

@@ -1,0 +1,78 @@
+"""Fixtures: a real redis-server per test, service replicas as real processes, and an
+in-process app (same code, same Redis) for the many-request tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from atp_service.app import create_app
+from atp_service.config import Settings
+
+from .procs import KEYS, RedisProc, ServiceProc
+
+
+@pytest.fixture
+def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
+    server = RedisProc(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def services(redis_proc: RedisProc, tmp_path: Path) -> Iterator[Callable[..., ServiceProc]]:
+    """Factory: ``services(ATP_X="...")`` starts one more replica on the shared Redis."""
+    started: list[ServiceProc] = []
+
+    def start(wait_ready: bool = True, **env: str) -> ServiceProc:
+        proc = ServiceProc(
+            {"ATP_REDIS_URL": redis_proc.url, "ATP_LOCATION_GROUPS": "EAST=DC1,ST1", **env},
+            log=tmp_path / f"service-{len(started)}.log",
+        )
+        started.append(proc)
+        return proc.start(wait_ready)
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def settings_for(redis_url: str, **overrides: object) -> Settings:
+    env = {
+        "ATP_REDIS_URL": redis_url,
+        "ATP_API_KEYS": KEYS,
+        "ATP_LOCATION_GROUPS": "EAST=DC1,ST1;WEST=DC2",
+        "ATP_EXPIRY_INTERVAL": "0.05",
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+async def app_client(redis_proc: RedisProc) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    """The real app in this process (its own event loop), on a real Redis."""
+    app = create_app(settings_for(redis_proc.url))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    from atp_service.app import SERVICE
+
+    tailer = app[SERVICE].tailer
+    for _ in range(200):
+        if tailer.ready:
+            break
+        import asyncio
+
+        await asyncio.sleep(0.01)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=500)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
