@@ -107,9 +107,13 @@ class ServiceProc:
         env = {**os.environ, **self.env, "ATP_HTTP_PORT": str(self.port)}
         env.setdefault("ATP_API_KEYS", KEYS)
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "atp_service.cli", "serve"], env=env, stdout=out, stderr=out
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "atp_service.cli", "serve"], env=env, stdout=out, stderr=out
+            )
+        finally:
+            if not isinstance(out, int):
+                out.close()  # the child keeps its own descriptor
         if wait_ready:
             wait_until(self.ready, 30)
         return self

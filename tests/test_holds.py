@@ -1,0 +1,120 @@
+"""Cart holds: counted at once, expired on time with stock returned, committed into a normal
+reservation; release and commit are idempotent and keep terminal states."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from .procs import ADMIN, snapshot
+
+LINE = [{"sku": "C", "location": "DC1", "qty": 3}]
+
+
+async def _setup(client: Any, on_hand: int = 10) -> None:
+    r = await client.post("/v1/events", json={"events": [snapshot("C", "DC1", 1, on_hand)]},
+                          headers=ADMIN)  # fmt: skip
+    assert r.status == 200
+
+
+async def _atp(client: Any) -> int:
+    r = await client.get("/v1/availability/C", headers=ADMIN)
+    return int((await r.json())["total_atp"])
+
+
+async def _hold(client: Any, rid: str, seconds: int = 1, lines: Any = LINE) -> dict[str, Any]:
+    r = await client.post(
+        "/v1/reservations",
+        json={"reservation_id": rid, "priority": "sales", "lines": lines, "hold_seconds": seconds},
+        headers=ADMIN,
+    )
+    assert r.status == 201, await r.text()
+    return await r.json()  # type: ignore[no-any-return]
+
+
+async def _state(client: Any, rid: str) -> dict[str, Any]:
+    r = await client.get(f"/v1/reservations/{rid}", headers=ADMIN)
+    assert r.status == 200
+    return await r.json()  # type: ignore[no-any-return]
+
+
+async def test_hold_expires_on_time_and_returns_stock(app_client) -> None:  # type: ignore[no-untyped-def]
+    await _setup(app_client)
+    started = time.monotonic()
+    body = await _hold(app_client, "h1", seconds=1)
+    assert body["status"] == "held" and body["committed"] is False
+    assert await _atp(app_client) == 7
+    await asyncio.sleep(0.8)
+    assert (await _state(app_client, "h1"))["status"] == "held"  # not early
+    while (await _state(app_client, "h1"))["status"] != "expired":
+        assert time.monotonic() - started < 1.5, "hold was not expired within 0.5 s of its time"
+        await asyncio.sleep(0.02)
+    assert await _atp(app_client) == 10
+    # An expired hold keeps its status on release and cannot be committed.
+    r = await app_client.delete("/v1/reservations/h1", headers=ADMIN)
+    assert r.status == 200 and (await r.json())["status"] == "expired"
+    r = await app_client.post("/v1/reservations/h1/commit", headers=ADMIN)
+    assert r.status == 409 and (await r.json())["type"].endswith("/not-committable")
+    assert await _atp(app_client) == 10
+
+
+async def test_commit_turns_a_hold_into_a_normal_reservation(app_client) -> None:  # type: ignore[no-untyped-def]
+    await _setup(app_client)
+    await _hold(app_client, "h2", seconds=1)
+    r = await app_client.post("/v1/reservations/h2/commit", headers=ADMIN)
+    assert r.status == 200
+    body = await r.json()
+    assert body["status"] == "confirmed" and body["committed"] is True  # standalone mode
+    r = await app_client.post("/v1/reservations/h2/commit", headers=ADMIN)  # idempotent
+    assert r.status == 200 and (await r.json())["status"] == "confirmed"
+    await asyncio.sleep(1.3)
+    assert (await _state(app_client, "h2"))["status"] == "confirmed"  # never expires now
+    assert await _atp(app_client) == 7
+    # Releasing it returns the stock, once.
+    for _ in range(2):
+        r = await app_client.delete("/v1/reservations/h2", headers=ADMIN)
+        assert r.status == 200 and (await r.json())["status"] == "released"
+    assert await _atp(app_client) == 10
+    r = await app_client.post("/v1/reservations/h2/commit", headers=ADMIN)
+    assert r.status == 409
+
+
+async def test_holds_count_against_stock_at_once(app_client) -> None:  # type: ignore[no-untyped-def]
+    await _setup(app_client, on_hand=5)
+    await _hold(app_client, "h3", seconds=60)
+    r = await app_client.post(
+        "/v1/reservations",
+        json={"reservation_id": "o1", "priority": "checkout",
+              "lines": [{"sku": "C", "location": "DC1", "qty": 3}]},
+        headers=ADMIN,
+    )  # fmt: skip
+    assert r.status == 409
+    body = await r.json()
+    assert body["lines"] == [{"sku": "C", "location": "DC1", "requested": 3, "atp": 2}]
+    r = await app_client.delete("/v1/reservations/h3", headers=ADMIN)
+    assert (await r.json())["status"] == "released"
+    assert await _atp(app_client) == 5
+
+
+async def test_all_lines_or_none(app_client) -> None:  # type: ignore[no-untyped-def]
+    await _setup(app_client, on_hand=5)
+    lines = [
+        {"sku": "C", "location": "DC1", "qty": 2},
+        {"sku": "C", "location": "NOWHERE", "qty": 1},
+        {"sku": "C", "location": "DC1", "qty": 4},  # summed with the first: 6 > 5
+    ]
+    r = await app_client.post(
+        "/v1/reservations",
+        json={"reservation_id": "m1", "priority": "checkout", "lines": lines},
+        headers=ADMIN,
+    )
+    assert r.status == 409
+    short = (await r.json())["lines"]
+    assert short == [
+        {"sku": "C", "location": "DC1", "requested": 6, "atp": 5},
+        {"sku": "C", "location": "NOWHERE", "requested": 1, "atp": 0},
+    ]
+    assert await _atp(app_client) == 5
+    r = await app_client.get("/v1/reservations/m1", headers=ADMIN)
+    assert r.status == 404  # nothing half-written
