@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -56,6 +56,7 @@ class Service:
 
 
 SERVICE = web.AppKey("service", Service)
+RouteHandler = Callable[[web.Request, ApiKey | None], Awaitable[web.StreamResponse]]
 
 
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
@@ -68,7 +69,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     metrics = Metrics()
     cache = Cache()
     store = Store(client)
-    tailer = Tailer(client, cache, settings.stale_after)
+    # The tailer blocks in XREAD: its own connection, with a timeout longer than the block.
+    tailer = Tailer(connect(url, max_connections=2, socket_timeout=5), cache, settings.stale_after)
     svc = Service(
         settings=settings,
         metrics=metrics,
@@ -103,13 +105,11 @@ def _routes(app: web.Application, svc: Service) -> None:
                            lambda: tailer.fresh)  # fmt: skip
     res = Reservations(svc.ledger, svc.ingest, svc.metrics)
 
-    def ready_first(
-        handler: Callable[[web.Request, ApiKey | None], object],
-    ) -> Callable[[web.Request, ApiKey | None], object]:
+    def ready_first(handler: RouteHandler) -> RouteHandler:
         async def guarded(request: web.Request, key: ApiKey | None) -> web.StreamResponse:
             if not tailer.ready:
                 raise Unavailable("cache is warming up", retry_after=1)
-            return await handler(request, key)  # type: ignore[misc, no-any-return]
+            return await handler(request, key)
 
         return guarded
 
@@ -132,7 +132,7 @@ def _routes(app: web.Application, svc: Service) -> None:
     async def openapi(_r: web.Request, _k: ApiKey | None) -> web.Response:
         return json_response(spec)
 
-    table = [
+    table: list[tuple[str, str, str, str | None, RouteHandler]] = [
         ("GET", "/v1/availability/{sku}", "availability.get", "availability:read",
          ready_first(lookups.one)),
         ("POST", "/v1/availability", "availability.batch", "availability:read",
@@ -150,16 +150,16 @@ def _routes(app: web.Application, svc: Service) -> None:
         ("GET", "/metrics", "metrics", None, metrics),
         ("GET", "/openapi.json", "openapi", None, openapi),
     ]  # fmt: skip
-    by_path: dict[str, list[tuple[str, str, str | None, object]]] = {}
+    by_path: dict[str, list[tuple[str, str, str | None, RouteHandler]]] = {}
     for method, path, name, scope, handler in table:
         by_path.setdefault(path, []).append((method, name, scope, handler))
     for path, routes in by_path.items():
         resource = app.router.add_resource(path)
         for method, name, scope, handler in routes:
-            resource.add_route(method, endpoint(name, scope, auth, svc.metrics, handler))  # type: ignore[arg-type]
-        allowed = tuple(sorted({method for method, *_ in routes}))
-        resource.add_route("*", endpoint("other", None, auth, svc.metrics, method_not_allowed(allowed)))
-    app.router.add_route("*", "/{tail:.*}", endpoint("other", None, auth, svc.metrics, not_found))  # type: ignore[arg-type]
+            resource.add_route(method, endpoint(name, scope, auth, svc.metrics, handler))
+        refuse = method_not_allowed(tuple(sorted({method for method, *_ in routes})))
+        resource.add_route("*", endpoint("other", None, auth, svc.metrics, refuse))
+    app.router.add_route("*", "/{tail:.*}", endpoint("other", None, auth, svc.metrics, not_found))
 
 
 async def _expiry_loop(svc: Service) -> None:
@@ -189,16 +189,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*svc.tasks, return_exceptions=True)
     await svc.store.close()
     await svc.store.client.aclose()
+    await svc.tailer.client.aclose()
     if svc.embedded is not None:
         await svc.embedded.stop()
 
 
 async def _warn_if_not_durable(svc: Service) -> None:
     try:
-        conf = await svc.store.client.config_get("appendonly")
+        conf: dict[bytes, bytes] = await svc.store.client.config_get("appendonly")
     except RedisError:
         return  # managed Redis may forbid CONFIG; its operator owns persistence
-    if conf.get(b"appendonly", conf.get("appendonly")) in (b"no", "no"):
+    if conf.get(b"appendonly") == b"no":
         log.warning(
             "Redis has appendonly=no: accepted reservations would not survive a Redis restart"
         )

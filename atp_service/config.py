@@ -65,6 +65,7 @@ class Settings:
 
         keys_raw = get("ATP_API_KEYS")
         dev_key = None
+        keys: tuple[ApiKey, ...]
         if keys_raw is None:
             dev_key = "dev-" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
             keys = (ApiKey(_digest(dev_key), frozenset(SCOPES), "dev"),)
@@ -87,9 +88,7 @@ class Settings:
             dev_key=dev_key,
             location_groups=parse_location_groups(get("ATP_LOCATION_GROUPS") or ""),
             low_stock=_int("ATP_LOW_STOCK", get("ATP_LOW_STOCK"), 5, 0, 10**9),
-            expiry_interval=_positive_float(
-                "ATP_EXPIRY_INTERVAL", get("ATP_EXPIRY_INTERVAL"), 0.1
-            ),
+            expiry_interval=_positive_float("ATP_EXPIRY_INTERVAL", get("ATP_EXPIRY_INTERVAL"), 0.1),
             stale_after=_positive_float("ATP_STALE_AFTER", get("ATP_STALE_AFTER"), 2.0),
             log_level=(get("ATP_LOG_LEVEL") or "info").lower(),
         )

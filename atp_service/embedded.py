@@ -89,7 +89,8 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
             "--daemonize", "no",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
+        # Popen returns at once (fork+exec); readiness is awaited below without blocking.
+        self.proc = subprocess.Popen(  # noqa: ASYNC220
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
         deadline = time.monotonic() + 60  # a large AOF takes a while to load
@@ -104,7 +105,7 @@ class EmbeddedRedis:
                 try:
                     if await client.ping():
                         return
-                except Exception:  # noqa: BLE001 - loading or not listening yet
+                except Exception:  # loading or not listening yet
                     pass
                 if time.monotonic() > deadline:
                     raise EmbeddedRedisError("embedded redis-server did not become ready")

@@ -69,9 +69,8 @@ class Ingest:
             args: list[Any] = [key, now, keys.CHANGES_MAXLEN]
             for ev in events:
                 args.extend(_args(ev))
-            futures.append(
-                self.store.run("apply_events", (keys.INV, keys.BUF, keys.SETTLE, keys.CHANGES), args)
-            )
+            script_keys = (keys.INV, keys.BUF, keys.SETTLE, keys.CHANGES)
+            futures.append(self.store.run("apply_events", script_keys, args))
         negative = settled = 0
         for reply in await asyncio.gather(*futures):
             applied, dups, buffered, neg, settle, key, record = reply

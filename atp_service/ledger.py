@@ -24,9 +24,7 @@ Clock = Callable[[], float]
 
 
 def iso_ms(ms: int) -> str:
-    return (
-        datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-    )
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _split_reply(reply: list[bytes]) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
@@ -67,9 +65,7 @@ def view(fields: dict[str, str]) -> dict[str, Any]:
 
 
 class Ledger:
-    def __init__(
-        self, store: Store, cache: Cache, erp: bool, clock: Clock = time.time
-    ) -> None:
+    def __init__(self, store: Store, cache: Cache, erp: bool, clock: Clock = time.time) -> None:
         self.store = store
         self.cache = cache
         self.mode = "erp" if erp else "standalone"
@@ -123,7 +119,7 @@ class Ledger:
         raise RuntimeError(f"unexpected reserve reply {tag!r}")
 
     async def get(self, reservation_id: str) -> dict[str, Any]:
-        raw = await self.store.client.hgetall(keys.reservation(reservation_id))
+        raw: dict[bytes, bytes] = await self.store.client.hgetall(keys.reservation(reservation_id))
         if not raw:
             raise NotFound(f"reservation {reservation_id} not found")
         return view({k.decode(): v.decode() for k, v in raw.items()})
@@ -148,7 +144,7 @@ class Ledger:
 
     async def expire_due(self, limit: int = 500) -> int:
         """Expire cart holds whose time has come; safe to run on every replica at once."""
-        due = await self.store.client.zrangebyscore(
+        due: list[bytes] = await self.store.client.zrangebyscore(
             keys.EXPIRY, "-inf", self.now_ms(), start=0, num=limit
         )
         await asyncio.gather(*(self.transition(rid.decode(), "expire") for rid in due))

@@ -20,7 +20,9 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, NoScriptError, RedisError
 
 from . import keys
 from .config import PRIORITIES
@@ -49,15 +51,21 @@ class Script:
 SCRIPTS = {name: Script.named(name) for name in ("reserve", "transition", "apply_events")}
 
 
-def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
-    """A client with a *blocking* pool: beyond max_connections, callers wait, not fail."""
+def connect(url: str, max_connections: int = 64, socket_timeout: float = 2.0) -> aioredis.Redis:
+    """A client with a *blocking* pool: beyond max_connections, callers wait, not fail.
+
+    One quick retry on a broken connection (a Redis restart), none on a timeout: a hung Redis
+    becomes a 503 within ~socket_timeout instead of several. Retrying would be safe anyway:
+    every write script is idempotent on its key.
+    """
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=5,
-        socket_timeout=5,
-        socket_connect_timeout=2,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=1,
         health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 1, (ConnectionError,)),
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -66,7 +74,8 @@ class Store:
     """Runs scripts, batching calls made in the same loop tick into one pipeline."""
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
+        # Any: redis-py types replies as bytes|str unions; this client never decodes (bytes).
+        self.client: Any = client
         self._queue: list[tuple[Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -42,7 +43,7 @@ class Tailer:
         stale_after: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client = client
+        self.client: Any = client  # replies are bytes (decode_responses off)
         self.cache = cache
         self.stale_after = stale_after
         self.clock = clock
@@ -104,10 +105,12 @@ class Tailer:
     async def _tail(self) -> None:
         apply = self.cache.apply
         while True:
-            reply = await self.client.xread({keys.CHANGES: self.last_id}, count=5000, block=BLOCK_MS)
+            reply = await self.client.xread(
+                {keys.CHANGES: self.last_id}, count=5000, block=BLOCK_MS
+            )
             self.last_ok = self.clock()
             for _stream, entries in reply or ():
-                for entry_id, fields in entries:
+                for _entry_id, fields in entries:
                     for name, record in fields.items():
                         apply(name.decode(), record)
                     self.applied += 1

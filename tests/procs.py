@@ -27,12 +27,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ProcessDied(RuntimeError):
+    """A process under test exited while we waited for it: fail now, not at the timeout."""
+
+
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if predicate():
                 return
+        except ProcessDied:
+            raise
         except Exception:  # noqa: BLE001 - not up yet
             pass
         time.sleep(interval)
@@ -121,7 +127,8 @@ class ServiceProc:
     def ready(self) -> bool:
         assert self.proc
         if self.proc.poll() is not None:
-            raise RuntimeError(f"service exited with {self.proc.returncode}")
+            log = self.log.read_text()[-2000:] if self.log and self.log.exists() else ""
+            raise ProcessDied(f"service exited with {self.proc.returncode}\n{log}")
         with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
             return bool(r.status == 200)
 
