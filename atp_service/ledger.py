@@ -13,10 +13,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from . import keys
 from .cache import Cache
-from .errors import IdempotencyConflict, InsufficientStock, NotCommittable, NotFound, Throttled
+from .errors import (
+    IdempotencyConflict,
+    InsufficientStock,
+    NotCommittable,
+    NotFound,
+    Throttled,
+    Unavailable,
+)
 from .reservation import ReservationRequest
 from .store import OUTBOX_KEYS, Store
 
@@ -119,7 +127,12 @@ class Ledger:
         raise RuntimeError(f"unexpected reserve reply {tag!r}")
 
     async def get(self, reservation_id: str) -> dict[str, Any]:
-        raw: dict[bytes, bytes] = await self.store.client.hgetall(keys.reservation(reservation_id))
+        try:
+            raw: dict[bytes, bytes] = await self.store.client.hgetall(
+                keys.reservation(reservation_id)
+            )
+        except (RedisError, OSError):
+            raise Unavailable("shared state unreachable", retry_after=1) from None
         if not raw:
             raise NotFound(f"reservation {reservation_id} not found")
         return view({k.decode(): v.decode() for k, v in raw.items()})
@@ -138,7 +151,8 @@ class Ledger:
         self.cache.apply_many(records)
         if tag == b"not_committable":
             raise NotCommittable(
-                f"reservation {reservation_id} is {fields['status']}", status=fields["status"]
+                f"reservation {reservation_id} is {fields['status']}",
+                reservation_status=fields["status"],
             )
         return view(fields)
 

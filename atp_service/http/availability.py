@@ -54,6 +54,8 @@ class Availability:
                     raise BadRequest(f"location {loc[:70]!r} is not a valid identifier")
                 wanted.add(loc)
             for group in query.getall("group", ()):
+                if not decode.is_identifier(group):
+                    raise BadRequest(f"group {group[:70]!r} is not a valid identifier")
                 wanted.update(self._group(group))
             extra = query.keys() - {"location", "group"}
             if extra:
