@@ -21,7 +21,9 @@ from redis.exceptions import RedisError
 from .cache import Cache
 from .config import ApiKey, Settings
 from .embedded import EmbeddedRedis
+from .erp import HttpTransport
 from .errors import Unavailable
+from .gateway import Gateway
 from .http.availability import Availability
 from .http.endpoint import (
     MAX_BODY,
@@ -52,6 +54,8 @@ class Service:
     ledger: Ledger
     ingest: Ingest
     embedded: EmbeddedRedis | None
+    gateway: Gateway | None = None
+    transport: HttpTransport | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -77,10 +81,13 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         cache=cache,
         store=store,
         tailer=tailer,
-        ledger=Ledger(store, cache, erp=settings.erp_url is not None, clock=clock),
+        ledger=Ledger(store, cache, settings, clock=clock),
         ingest=Ingest(store, cache, metrics, clock=clock),
         embedded=embedded,
     )
+    if settings.erp_url:
+        svc.transport = HttpTransport(settings.erp_url, settings.erp_timeout)
+        svc.gateway = Gateway(store, cache, svc.transport, settings, metrics, clock=clock)
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVICE] = svc
     _routes(app, svc)
@@ -183,10 +190,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(svc.tailer.run(), name="tailer"),
         asyncio.create_task(_expiry_loop(svc), name="expiry"),
     ]
+    if svc.gateway is not None:
+        svc.tasks.append(asyncio.create_task(svc.gateway.run(), name="gateway"))
+        svc.tasks.append(asyncio.create_task(svc.gateway.stats_loop(), name="gateway-stats"))
     yield
     for task in svc.tasks:
         task.cancel()
     await asyncio.gather(*svc.tasks, return_exceptions=True)
+    if svc.gateway is not None:
+        await svc.gateway.close()
+    if svc.transport is not None:
+        await svc.transport.close()
     await svc.store.close()
     await svc.store.client.aclose()
     await svc.tailer.client.aclose()

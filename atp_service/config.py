@@ -46,6 +46,19 @@ class Settings:
     kafka_group: str = "atp-service"
     erp_url: str | None = None
     erp_rate: float = 50.0
+    erp_timeout: float = 5.0
+    # Queue budgets: seconds of ERP calls (at erp_rate) that may wait ahead of a new
+    # reservation of each priority before it is refused with 429; shrinking so the lowest
+    # priority is refused first.
+    erp_budgets: Mapping[str, float] = field(
+        default_factory=lambda: {"checkout": 120.0, "sales": 30.0, "background": 10.0}
+    )
+    # Aging: seconds of head start each priority's entries get when the gateway picks the
+    # next call; a background entry waiting longer than this difference goes first.
+    erp_aging: Mapping[str, float] = field(
+        default_factory=lambda: {"checkout": 60.0, "sales": 30.0, "background": 0.0}
+    )
+    erp_concurrency: int = 16
     api_keys: tuple[ApiKey, ...] = ()
     dev_key: str | None = None
     location_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -84,6 +97,12 @@ class Settings:
             kafka_group=get("ATP_KAFKA_GROUP") or "atp-service",
             erp_url=(get("ATP_ERP_URL") or "").rstrip("/") or None,
             erp_rate=_positive_float("ATP_ERP_RATE", get("ATP_ERP_RATE"), 50.0),
+            erp_timeout=_positive_float("ATP_ERP_TIMEOUT", get("ATP_ERP_TIMEOUT"), 5.0),
+            erp_budgets=_per_priority(
+                "ATP_ERP_BUDGETS", get("ATP_ERP_BUDGETS"), (120.0, 30.0, 10.0)
+            ),
+            erp_aging=_per_priority("ATP_ERP_AGING", get("ATP_ERP_AGING"), (60.0, 30.0, 0.0)),
+            erp_concurrency=_int("ATP_ERP_CONCURRENCY", get("ATP_ERP_CONCURRENCY"), 16, 1, 1024),
             api_keys=keys,
             dev_key=dev_key,
             location_groups=parse_location_groups(get("ATP_LOCATION_GROUPS") or ""),
@@ -164,6 +183,27 @@ def _positive_float(name: str, raw: str | None, default: float) -> float:
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name}={raw!r} must be a positive number")
     return value
+
+
+def _per_priority(
+    name: str, raw: str | None, default: tuple[float, float, float]
+) -> dict[str, float]:
+    """``checkout=120,sales=30,background=10`` (missing priorities keep their default)."""
+    values = dict(zip(PRIORITIES, default, strict=True))
+    for part in (p.strip() for p in (raw or "").split(",")):
+        if not part:
+            continue
+        prio, sep, number = part.partition("=")
+        if not sep or prio.strip() not in values:
+            raise ConfigError(f"{name}: expected priority=seconds, got {part!r}")
+        try:
+            value = float(number)
+        except ValueError:
+            raise ConfigError(f"{name}: {number!r} is not a number") from None
+        if not 0 <= value < float("inf"):
+            raise ConfigError(f"{name}: {part!r} must be zero or positive")
+        values[prio.strip()] = value
+    return values
 
 
 def _choice(name: str, raw: str | None, default: str, allowed: tuple[str, ...]) -> str:

@@ -13,9 +13,14 @@ BUF = PREFIX + "buf"  # zset (lex) "sku|loc\0<seq:016>\0<event>": adjustments be
 SETTLE = PREFIX + "settle"  # zset (lex) "sku|loc\0<erp_seq:016>\0<id>\0<qty>": unsettled lines
 CHANGES = PREFIX + "changes"  # stream: one entry per atomic step, fields key -> record
 EXPIRY = PREFIX + "expiry"  # zset reservation id -> hold expiry (ms)
-OUTBOX_SEQ = PREFIX + "outbox:seq"  # counter giving outbox entries their FIFO order
 RESERVATION = PREFIX + "res:"  # + reservation_id: hash (see lua/reserve.lua)
-OUTBOX = PREFIX + "outbox:"  # + priority: zset reservation id -> enqueue order
+# ERP outbox, one zset per priority: member "r:<id>" (send reservation), "c:<id>" (cancel it
+# at the ERP) or "g:<sku|loc>" (resync a key); score = not-before time in Redis ms (FIFO by
+# enqueue time; a retry is re-scored into the future).
+OUTBOX = PREFIX + "outbox:"  # + priority
+INFLIGHT = PREFIX + "outbox:inflight"  # zset "<priority>|<member>" -> lease expiry (Redis ms)
+ATTEMPTS = PREFIX + "outbox:attempts"  # hash member -> ERP calls made for it so far
+ERP_NEXT = PREFIX + "erp:next"  # Redis ms before which no replica may call the ERP
 
 CHANGES_MAXLEN = 200_000  # entries kept for replicas that briefly fall behind
 

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from . import keys
 from .cache import Cache
+from .config import Settings
 from .errors import (
     IdempotencyConflict,
     InsufficientStock,
@@ -73,20 +74,28 @@ def view(fields: dict[str, str]) -> dict[str, Any]:
 
 
 class Ledger:
-    def __init__(self, store: Store, cache: Cache, erp: bool, clock: Clock = time.time) -> None:
+    def __init__(
+        self, store: Store, cache: Cache, settings: Settings, clock: Clock = time.time
+    ) -> None:
         self.store = store
         self.cache = cache
-        self.mode = "erp" if erp else "standalone"
+        self.mode = "erp" if settings.erp_url else "standalone"
+        self.rate = settings.erp_rate
+        # Most entries (this priority and those above it) that may wait before a new
+        # reservation of the priority is refused: its budget in seconds of ERP calls.
+        self.max_backlog = {p: int(s * settings.erp_rate) for p, s in settings.erp_budgets.items()}
+        self.cancel_delay_ms = int(settings.erp_timeout * 1000)
         self.clock = clock
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    async def reserve(
-        self, req: ReservationRequest, owner: str, budget: int = -1
-    ) -> tuple[bool, dict[str, Any]]:
-        """Hold all lines or none. Returns (created, reservation view)."""
+    async def reserve(self, req: ReservationRequest, owner: str) -> tuple[bool, dict[str, Any]]:
+        """Hold all lines or none. Returns (created, reservation view).
+
+        Raises InsufficientStock (409), IdempotencyConflict (409), Throttled (429)."""
         lines = req.lines
+        budget = self.max_backlog[req.priority] if self.mode == "erp" else -1
         args: list[Any] = [
             req.reservation_id, req.fingerprint(), req.priority, req.hold_seconds or 0,
             self.now_ms(), self.mode, budget, keys.CHANGES_MAXLEN, owner,
@@ -94,11 +103,10 @@ class Ledger:
         for line in lines:
             raw = orjson.dumps({"sku": line.sku, "location": line.location, "qty": line.qty})
             args += (line.key, line.qty, raw)
-        outbox = keys.outbox(req.priority)
         reply = await self.store.run(
             "reserve",
-            (keys.reservation(req.reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY, outbox,
-             keys.OUTBOX_SEQ),
+            (keys.reservation(req.reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY,
+             *OUTBOX_KEYS),
             args,
         )  # fmt: skip
         tag = reply[0]
@@ -123,7 +131,13 @@ class Ledger:
                 f"{len(short)} of {len(lines)} lines cannot be held", lines=short
             )
         if tag == b"busy":
-            raise Throttled(f"{req.priority} backlog is over budget", retry_after=1)
+            backlog = int(reply[1])
+            wait = (backlog - budget + 1) / self.rate  # until the backlog is under budget
+            raise Throttled(
+                f"the ERP backlog ahead of {req.priority} reservations is {backlog} calls "
+                f"(~{backlog / self.rate:.0f} s); its budget is {budget / self.rate:.0f} s",
+                retry_after=wait,
+            )
         raise RuntimeError(f"unexpected reserve reply {tag!r}")
 
     async def get(self, reservation_id: str) -> dict[str, Any]:
@@ -141,8 +155,8 @@ class Ledger:
         reply = await self.store.run(
             "transition",
             (keys.reservation(reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY, keys.SETTLE,
-             *OUTBOX_KEYS, keys.OUTBOX_SEQ),
-            (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN),
+             *OUTBOX_KEYS, keys.ATTEMPTS),
+            (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN, self.cancel_delay_ms),
         )  # fmt: skip
         tag = reply[0]
         if tag == b"missing":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -98,6 +98,27 @@ class Metrics:
         self.problems = Counter("atp_http_problems", "Problem responses", ["status"], registry=r)
         # seconds the last cache warm-up took
         self.warmup = Gauge("atp_cache_warmup_seconds", "Last warm-up duration", registry=r)
+        # ERP calls made by this replica, by entry kind (r reserve, c cancel) and outcome
+        self.erp_calls = Counter(
+            "atp_erp_calls", "ERP calls by kind and outcome", ["kind", "outcome"], registry=r
+        )
+        # seconds from reservation accepted to ERP confirmation, per priority
+        self.confirm_latency = Histogram(
+            "atp_erp_confirm_seconds", "Accepted-to-confirmed latency", ["priority"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=r,
+        )  # fmt: skip
+        # ERP outbox entries waiting, per priority (all replicas: read from Redis each second)
+        self.queue_length = Gauge(
+            "atp_erp_queue_length", "Outbox entries waiting", ["priority"], registry=r
+        )
+        # age of the oldest waiting outbox entry, per priority
+        self.queue_oldest = Gauge(
+            "atp_erp_queue_oldest_seconds", "Oldest outbox entry age", ["priority"], registry=r
+        )
+        # ERP calls in flight right now (all replicas)
+        self.inflight = Gauge("atp_erp_inflight", "ERP calls leased", registry=r)
+        # this replica's circuit breaker: 0 closed, 1 half-open, 2 open
+        self.breaker = Gauge("atp_erp_breaker_state", "Breaker state", registry=r)
 
     def live(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
         self.registry.register(_Live(read))

@@ -22,6 +22,14 @@ local function rec_atp(r)
   return v
 end
 
+-- Redis's own clock: one clock for every replica (outbox order, ERP pacing, leases).
+local function redis_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local PRIORITY_INDEX = {checkout = 1, sales = 2, background = 3}
+
 local function pad(n)
   return string.format('%016d', n)
 end

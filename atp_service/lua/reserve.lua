@@ -1,8 +1,9 @@
 -- Hold every line of a reservation or none; write the reservation (and, with an ERP and no
 -- cart hold, its outbox entry) in the same atomic step.
--- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 EXPIRY, 5 OUTBOX(priority), 6 OUTBOX_SEQ
+-- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 EXPIRY, 5..7 OUTBOX(checkout, sales, background)
 -- ARGV: 1 id, 2 fingerprint, 3 priority, 4 hold_seconds (0 = none), 5 now_ms,
---       6 mode ('standalone'|'erp'), 7 budget (max outbox entries for this priority, -1 none),
+--       6 mode ('standalone'|'erp'), 7 budget: the most outbox entries of this priority and
+--       those above it that may wait before this priority is refused (-1 = no limit),
 --       8 stream maxlen, 9 owner, 10.. triples sku|loc, qty, raw line json (summed lines)
 -- Returns {'created', <reservation fields...>, '', key, record, ...}
 --      or {'exists', <fields>} | {'conflict'} | {'short', key, atp, key, atp, ...}
@@ -35,8 +36,12 @@ for i = 10, #ARGV, 3 do
 end
 if #short > 1 then return short end
 
+local pi = PRIORITY_INDEX[ARGV[3]]
 if erp and hold == 0 and tonumber(ARGV[7]) >= 0 then
-  local backlog = redis.call('ZCARD', KEYS[5])
+  -- Stock was checked first (a short request is 409, not 429). The wait of a new entry is
+  -- the backlog of its own priority and of those served before it.
+  local backlog = 0
+  for i = 1, pi do backlog = backlog + redis.call('ZCARD', KEYS[4 + i]) end
   if backlog >= tonumber(ARGV[7]) then return {'busy', backlog} end
 end
 
@@ -62,7 +67,7 @@ if hold > 0 then
   fields[#fields + 1] = tostring(expires)
   redis.call('ZADD', KEYS[4], expires, ARGV[1])
 elseif erp then
-  redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[1])
+  redis.call('ZADD', KEYS[4 + pi], redis_now_ms(), 'r:' .. ARGV[1])
 end
 redis.call('HSET', res, unpack(fields))
 

@@ -1,9 +1,13 @@
 -- Commit, release or expire one reservation (reservation.TRANSITIONS), returning its stock
 -- when it leaves held/confirmed.
+-- With an ERP, a commit queues the reservation for the ERP; a release takes a not-yet-sent
+-- reservation off the outbox, or queues a cancel (DELETE) when the ERP has, or may have,
+-- allocated it (confirmed, or an earlier attempt's outcome is unknown). One that is in flight
+-- right now is left to its outcome (erp_outcome.lua queues the cancel if it was confirmed).
 -- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 EXPIRY, 5 SETTLE,
---       6..8 OUTBOX(checkout, sales, background), 9 OUTBOX_SEQ
+--       6..8 OUTBOX(checkout, sales, background), 9 ATTEMPTS
 -- ARGV: 1 action ('commit'|'release'|'expire'), 2 now_ms, 3 mode ('standalone'|'erp'),
---       4 stream maxlen
+--       4 stream maxlen, 5 cancel delay ms (the ERP call timeout)
 -- Returns {'missing'} | {'not_committable', <fields>} | {'ok', <fields>, '', key, record, ...}
 local res = KEYS[1]
 if redis.call('EXISTS', res) == 0 then return {'missing'} end
@@ -39,20 +43,30 @@ if new == status and not (action == 'commit' and status == 'held' and cart) then
   return fields('ok')
 end
 
+local id = redis.call('HGET', res, 'id')
+local box = KEYS[5 + PRIORITY_INDEX[redis.call('HGET', res, 'priority')]]
 redis.call('HSET', res, 'status', new, 'updated_ms', ARGV[2])
 if action == 'commit' then
   redis.call('HSET', res, 'committed', '1')
-  redis.call('ZREM', KEYS[4], redis.call('HGET', res, 'id'))
-  if erp then
-    local box = ({checkout = KEYS[6], sales = KEYS[7], background = KEYS[8]})[
-      redis.call('HGET', res, 'priority')]
-    redis.call('ZADD', box, redis.call('INCR', KEYS[9]), redis.call('HGET', res, 'id'))
-  end
+  redis.call('ZREM', KEYS[4], id)
+  if erp then redis.call('ZADD', box, redis_now_ms(), 'r:' .. id) end
   return fields('ok')
 end
 
+if erp and new == 'released' and not cart then
+  if status == 'confirmed' then
+    redis.call('ZADD', box, redis_now_ms(), 'c:' .. id)
+  elseif redis.call('ZREM', box, 'r:' .. id) == 1 then
+    -- Not sent again. If an earlier attempt timed out it may still have been allocated:
+    -- cancel after that attempt can no longer be in progress.
+    if tonumber(redis.call('HGET', KEYS[9], 'r:' .. id) or '0') > 0 then
+      redis.call('ZADD', box, redis_now_ms() + tonumber(ARGV[5]), 'c:' .. id)
+    end
+    redis.call('HDEL', KEYS[9], 'r:' .. id)
+  end
+end
+
 -- Leaving held/confirmed: give back what this reservation still holds in `pending`.
-local id = redis.call('HGET', res, 'id')
 redis.call('ZREM', KEYS[4], id)
 local changed = {}
 for _, line in ipairs(cjson.decode(redis.call('HGET', res, 'lines'))) do

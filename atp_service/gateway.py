@@ -1,0 +1,195 @@
+"""The ERP gateway: drains the durable outbox to the rate-limited ERP.
+
+Every replica runs one. Each call is claimed with ``erp_next.lua``, which also enforces the
+shared pace (at most ATP_ERP_RATE calls in any second, all replicas together, even spacing)
+and leases the entry so two replicas never send it at once; a dead replica's lease expires
+and the entry goes back to its queue. The reply is recorded with ``erp_outcome.lua``.
+
+Failures: 429 re-queues the entry after Retry-After and pauses every replica for that long;
+timeouts, connection errors and 5xx re-queue it with exponential backoff and jitter and count
+towards the circuit breaker; any other 4xx is a permanent refusal (``rejected``).
+Nothing is dropped: an entry leaves the outbox only with a final answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from . import keys
+from .breaker import Breaker
+from .cache import Cache
+from .config import PRIORITIES, Settings
+from .erp import Outcome, Transport, classify
+from .errors import Unavailable
+from .metrics import Metrics
+from .store import OUTBOX_KEYS, Store
+
+log = logging.getLogger("atp.gateway")
+
+POLL = 0.02  # seconds between looks at an empty outbox
+INTERVAL_MARGIN = 1.02  # spacing a little wider than 1/rate: network jitter must not bunch calls
+
+
+def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
+    """Seconds before retrying after a transient failure: exponential, capped, jittered."""
+    delay: float = min(30.0, 0.25 * 2 ** max(0, attempts - 1)) * (0.5 + rng() / 2)
+    return delay
+
+
+class Gateway:
+    def __init__(
+        self,
+        store: Store,
+        cache: Cache,
+        transport: Transport,
+        settings: Settings,
+        metrics: Metrics,
+        breaker: Breaker | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.transport = transport
+        self.settings = settings
+        self.metrics = metrics
+        self.breaker = breaker or Breaker()
+        self.clock = clock
+        self.interval_ms = 1000.0 / settings.erp_rate * INTERVAL_MARGIN
+        self.lease_ms = int((settings.erp_timeout + 10) * 1000)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        slots = asyncio.Semaphore(self.settings.erp_concurrency)
+        aging = [int(self.settings.erp_aging[p] * 1000) for p in PRIORITIES]
+        script_keys = (*OUTBOX_KEYS, keys.INFLIGHT, keys.ERP_NEXT, keys.ATTEMPTS)
+        while True:
+            self.metrics.breaker.set(self.breaker.code)
+            pause = self.breaker.wait()
+            if pause > 0:
+                await asyncio.sleep(min(pause, 0.5))
+                continue
+            await slots.acquire()
+            try:
+                reply = await self.store.run(
+                    "erp_next", script_keys, (self.interval_ms, self.lease_ms, *aging)
+                )
+            except (Unavailable, RedisError, OSError):
+                slots.release()
+                await asyncio.sleep(0.2)
+                continue
+            if reply[0] == b"claimed":
+                self.breaker.started()
+                member, prio = reply[1].decode(), reply[2].decode()
+                task = asyncio.create_task(self._send(member, prio, int(reply[3])))
+                self.tasks.add(task)
+                task.add_done_callback(self._done(slots))
+                continue
+            slots.release()
+            ms = float(reply[1])
+            await asyncio.sleep(ms / 1000 if reply[0] == b"wait" else POLL if ms < 0 else min(
+                ms / 1000, POLL))  # fmt: skip
+
+    def _done(self, slots: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self.tasks.discard(task)
+            slots.release()
+
+        return done
+
+    async def _send(self, member: str, prio: str, attempts: int) -> None:
+        try:
+            await self._send_once(member, prio, attempts)
+        except Exception:  # the lease expires and another attempt follows
+            log.exception("ERP call for %s failed before its outcome was recorded", member)
+
+    async def _send_once(self, member: str, prio: str, attempts: int) -> None:
+        ident = member[2:]
+        fields: dict[bytes, bytes] = await self.store.client.hgetall(keys.reservation(ident))
+        lines: list[dict[str, Any]] = []
+        headers = {"Idempotency-Key": ident}
+        if not fields:
+            outcome = Outcome("done")  # nothing to send for a reservation that is gone
+        elif member.startswith("r:"):
+            lines = [
+                {"sku": x["sku"], "location": x["location"], "qty": x["qty"]}
+                for x in orjson.loads(fields[b"lines"])
+            ]
+            body = {"reservation_id": ident, "priority": fields[b"priority"].decode(),
+                    "lines": lines}  # fmt: skip
+            outcome = classify(member, await self.transport.send("POST", "/reservations", body,
+                                                                 headers))  # fmt: skip
+        else:
+            reply = await self.transport.send("DELETE", f"/reservations/{ident}", None, headers)
+            outcome = classify(member, reply)
+        self.metrics.erp_calls.labels(member[0], outcome.kind).inc()
+        if outcome.transient:
+            self.breaker.failure()
+        elif fields:
+            self.breaker.success()
+        await self._record(member, prio, attempts, outcome, fields)
+
+    async def _record(
+        self, member: str, prio: str, attempts: int, outcome: Outcome, fields: dict[bytes, bytes]
+    ) -> None:
+        pause_ms = 0
+        data: Any
+        if outcome.kind == "throttled":
+            kind, data = "retry", int(outcome.data * 1000)
+            pause_ms = data
+        elif outcome.kind == "retry":
+            kind, data = "retry", int(backoff(attempts) * 1000)
+        elif outcome.kind == "confirmed":
+            kind, data = "confirmed", orjson.dumps(outcome.data)
+        else:
+            kind, data = outcome.kind, outcome.data or ""
+        reply = await self.store.run(
+            "erp_outcome",
+            (keys.reservation(member[2:]), keys.INV, keys.CHANGES, keys.SETTLE, keys.INFLIGHT,
+             *OUTBOX_KEYS, keys.ATTEMPTS, keys.ERP_NEXT),
+            (member, prio, kind, int(self.clock() * 1000), keys.CHANGES_MAXLEN, data, pause_ms),
+        )  # fmt: skip
+        records = reply[2:]
+        self.cache.apply_many(
+            (records[i].decode(), records[i + 1]) for i in range(0, len(records) - 1, 2)
+        )
+        if kind == "confirmed" and reply[0] == b"confirmed" and fields:
+            waited = self.clock() - int(fields[b"created_ms"]) / 1000
+            self.metrics.confirm_latency.labels(prio).observe(waited)
+
+    async def refresh_stats(self) -> None:
+        """Queue length and oldest entry age per priority, for /metrics and /v1/status."""
+        pipe = self.store.client.pipeline(transaction=False)
+        pipe.time()
+        for box in OUTBOX_KEYS:
+            pipe.zcard(box)
+            pipe.zrange(box, 0, 0, withscores=True)
+        pipe.zcard(keys.INFLIGHT)
+        result = await pipe.execute()
+        secs, micros = result[0]
+        now_ms = secs * 1000 + micros // 1000
+        for i, prio in enumerate(PRIORITIES):
+            length, head = result[1 + 2 * i], result[2 + 2 * i]
+            self.metrics.queue_length.labels(prio).set(length)
+            age = max(0.0, (now_ms - head[0][1]) / 1000) if head else 0.0
+            self.metrics.queue_oldest.labels(prio).set(age)
+        self.metrics.inflight.set(result[-1])
+
+    async def stats_loop(self) -> None:
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                await self.refresh_stats()
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
