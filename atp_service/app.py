@@ -23,6 +23,7 @@ from .config import ApiKey, Settings
 from .embedded import EmbeddedRedis
 from .erp import HttpTransport
 from .errors import Unavailable
+from .feed import Feed
 from .gateway import Gateway
 from .http.availability import Availability
 from .http.endpoint import (
@@ -55,6 +56,7 @@ class Service:
     ingest: Ingest
     embedded: EmbeddedRedis | None
     gateway: Gateway | None = None
+    feed: Feed | None = None
     transport: HttpTransport | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -75,6 +77,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     store = Store(client)
     # The tailer blocks in XREAD: its own connection, with a timeout longer than the block.
     tailer = Tailer(connect(url, max_connections=2, socket_timeout=5), cache, settings.stale_after)
+    gap_window_ms = int(settings.gap_window * 1000) if settings.erp_url else -1
     svc = Service(
         settings=settings,
         metrics=metrics,
@@ -82,12 +85,26 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         store=store,
         tailer=tailer,
         ledger=Ledger(store, cache, settings, clock=clock),
-        ingest=Ingest(store, cache, metrics, clock=clock),
+        ingest=Ingest(
+            store,
+            cache,
+            metrics,
+            gap_window_ms=int(settings.gap_window * 1000) if settings.erp_url else -1,
+            clock=clock,
+        ),  # fmt: skip
         embedded=embedded,
     )
     if settings.erp_url:
         svc.transport = HttpTransport(settings.erp_url, settings.erp_timeout)
-        svc.gateway = Gateway(store, cache, svc.transport, settings, metrics, clock=clock)
+        svc.gateway = Gateway(
+            store, cache, svc.transport, settings, metrics, svc.ingest, clock=clock
+        )
+    if settings.kafka_bootstrap:
+        svc.feed = Feed(
+            settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_group, svc.ingest,
+            metrics, lag_bound=settings.kafka_lag_bound,
+            unreachable_after=settings.kafka_unreachable_after,
+        )  # fmt: skip
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVICE] = svc
     _routes(app, svc)
@@ -108,8 +125,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
 def _routes(app: web.Application, svc: Service) -> None:
     auth = Auth(svc.settings.api_keys)
     tailer = svc.tailer
-    lookups = Availability(svc.cache, svc.settings.location_groups, svc.settings.low_stock,
-                           lambda: tailer.fresh)  # fmt: skip
+    feed = svc.feed
+
+    def fresh() -> bool:
+        return tailer.fresh and (feed is None or feed.fresh)
+
+    lookups = Availability(svc.cache, svc.settings.location_groups, svc.settings.low_stock, fresh)
     res = Reservations(svc.ledger, svc.ingest, svc.metrics)
 
     def ready_first(handler: RouteHandler) -> RouteHandler:
@@ -190,6 +211,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(svc.tailer.run(), name="tailer"),
         asyncio.create_task(_expiry_loop(svc), name="expiry"),
     ]
+    if svc.feed is not None:
+        svc.tasks.append(asyncio.create_task(svc.feed.run(), name="feed"))
     if svc.gateway is not None:
         svc.tasks.append(asyncio.create_task(svc.gateway.run(), name="gateway"))
         svc.tasks.append(asyncio.create_task(svc.gateway.stats_loop(), name="gateway-stats"))

@@ -59,6 +59,9 @@ class Settings:
         default_factory=lambda: {"checkout": 60.0, "sales": 30.0, "background": 0.0}
     )
     erp_concurrency: int = 16
+    gap_window: float = 2.0  # seconds a seq gap may wait for its event before an ERP resync
+    kafka_lag_bound: int = 10_000  # records behind beyond which lookups read stale
+    kafka_unreachable_after: float = 5.0  # seconds without the broker before lookups read stale
     api_keys: tuple[ApiKey, ...] = ()
     dev_key: str | None = None
     location_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -107,6 +110,13 @@ class Settings:
             dev_key=dev_key,
             location_groups=parse_location_groups(get("ATP_LOCATION_GROUPS") or ""),
             low_stock=_int("ATP_LOW_STOCK", get("ATP_LOW_STOCK"), 5, 0, 10**9),
+            gap_window=_positive_float("ATP_GAP_WINDOW", get("ATP_GAP_WINDOW"), 2.0),
+            kafka_lag_bound=_int(
+                "ATP_KAFKA_LAG_BOUND", get("ATP_KAFKA_LAG_BOUND"), 10_000, 0, 10**12
+            ),
+            kafka_unreachable_after=_positive_float(
+                "ATP_KAFKA_UNREACHABLE_AFTER", get("ATP_KAFKA_UNREACHABLE_AFTER"), 5.0
+            ),
             expiry_interval=_positive_float("ATP_EXPIRY_INTERVAL", get("ATP_EXPIRY_INTERVAL"), 0.1),
             stale_after=_positive_float("ATP_STALE_AFTER", get("ATP_STALE_AFTER"), 2.0),
             log_level=(get("ATP_LOG_LEVEL") or "info").lower(),

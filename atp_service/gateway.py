@@ -9,6 +9,8 @@ Failures: 429 re-queues the entry after Retry-After and pauses every replica for
 timeouts, connection errors and 5xx re-queue it with exponential backoff and jitter and count
 towards the circuit breaker; any other 4xx is a permanent refusal (``rejected``).
 Nothing is dropped: an entry leaves the outbox only with a final answer.
+Entries: ``r:<id>`` POST the reservation, ``c:<id>`` DELETE it (release after the ERP may have
+allocated it), ``g:<sku|loc>`` GET the key's inventory to heal a gap in its event seq.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from .cache import Cache
 from .config import PRIORITIES, Settings
 from .erp import Outcome, Transport, classify
 from .errors import Unavailable
+from .ingest import Ingest
+from .inventory import FLAG_GAP, FLAGS
+from .ledger import iso_ms
 from .metrics import Metrics
 from .store import OUTBOX_KEYS, Store
 
@@ -53,6 +58,7 @@ class Gateway:
         transport: Transport,
         settings: Settings,
         metrics: Metrics,
+        ingest: Ingest,
         breaker: Breaker | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -61,6 +67,7 @@ class Gateway:
         self.transport = transport
         self.settings = settings
         self.metrics = metrics
+        self.ingest = ingest
         self.breaker = breaker or Breaker()
         self.clock = clock
         self.interval_ms = 1000.0 / settings.erp_rate * INTERVAL_MARGIN
@@ -111,8 +118,39 @@ class Gateway:
         except Exception:  # the lease expires and another attempt follows
             log.exception("ERP call for %s failed before its outcome was recorded", member)
 
+    async def _resync(self, key: str) -> tuple[Outcome, bool]:
+        """Heal a gap: read the key from the ERP and apply it as a snapshot.
+        Returns (outcome, whether a call was made)."""
+        sku, _, location = key.partition("|")
+        locs = self.cache.locations(sku)
+        row = locs.get(location) if locs else None
+        if row is None or not self.cache.row(row)[FLAGS] & FLAG_GAP:
+            return Outcome("done"), False  # healed meanwhile by the missing event or a snapshot
+        reply = await self.transport.send("GET", f"/inventory/{sku}/{location}", None, {})
+        if reply.status != 200:
+            return classify("g:" + key, reply), True
+        body = reply.body if isinstance(reply.body, dict) else {}
+        event = {
+            "event_id": f"resync-{body.get('seq')}", "type": "snapshot", "sku": sku,
+            "location": location, "seq": body.get("seq"), "on_hand": body.get("on_hand"),
+            "allocated": body.get("allocated"), "safety_stock": body.get("safety_stock"),
+            "occurred_at": iso_ms(int(self.clock() * 1000)),
+        }  # fmt: skip
+        result = await self.ingest.apply([event], "resync")
+        if result.rejected:
+            log.warning("ERP resync of %s answered an invalid state: %s", key, result.rejected)
+            return Outcome("retry", transient=True), True
+        if self.cache.row(row)[FLAGS] & FLAG_GAP:
+            return Outcome("retry"), True  # the ERP is not past the gap yet: ask again later
+        return Outcome("done"), True
+
     async def _send_once(self, member: str, prio: str, attempts: int) -> None:
         ident = member[2:]
+        if member.startswith("g:"):
+            outcome, called = await self._resync(ident)
+            self.metrics.erp_calls.labels("g", outcome.kind).inc(int(called))
+            await self._record(member, prio, attempts, outcome, {})
+            return
         fields: dict[bytes, bytes] = await self.store.client.hgetall(keys.reservation(ident))
         lines: list[dict[str, Any]] = []
         headers = {"Idempotency-Key": ident}

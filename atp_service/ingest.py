@@ -48,8 +48,14 @@ def _args(ev: Event) -> tuple[str, int, str]:
 
 class Ingest:
     def __init__(
-        self, store: Store, cache: Cache, metrics: Metrics, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        cache: Cache,
+        metrics: Metrics,
+        gap_window_ms: int = -1,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.gap_window_ms = gap_window_ms  # -1: no ERP to resync from; gaps wait for events
         self.store = store
         self.cache = cache
         self.metrics = metrics
@@ -67,8 +73,9 @@ class Ingest:
             groups.setdefault(f"{ev.sku}|{ev.location}", []).append(ev)
         now = int(self.clock() * 1000)
         futures = []
-        script_keys = (keys.INV, keys.BUF, keys.SETTLE, keys.CHANGES)
-        args: list[Any] = [now, keys.CHANGES_MAXLEN]
+        script_keys = (keys.INV, keys.BUF, keys.SETTLE, keys.CHANGES, keys.outbox("background"))
+        head: list[Any] = [now, keys.CHANGES_MAXLEN, self.gap_window_ms]
+        args = list(head)
         size = 0
         for key, events in groups.items():
             events.sort(key=lambda e: e.seq)
@@ -78,7 +85,7 @@ class Ingest:
             size += len(events)
             if size >= SCRIPT_EVENTS:  # keep each script short: Redis runs nothing else meanwhile
                 futures.append(self.store.run("apply_events", script_keys, args))
-                args, size = [now, keys.CHANGES_MAXLEN], 0
+                args, size = list(head), 0
         if size:
             futures.append(self.store.run("apply_events", script_keys, args))
         negative = settled = 0

@@ -117,6 +117,14 @@ class Metrics:
         )
         # ERP calls in flight right now (all replicas)
         self.inflight = Gauge("atp_erp_inflight", "ERP calls leased", registry=r)
+        # records between this replica's Kafka consumer position and the partition ends
+        self.feed_lag = Gauge("atp_feed_lag_records", "Kafka consumer lag", registry=r)
+        # seconds since the newest applied Kafka record was produced
+        self.feed_event_age = Gauge(
+            "atp_feed_event_age_seconds", "Age of the newest applied event", registry=r
+        )
+        # invalid events sent to the dead-letter topic
+        self.dlq = Counter("atp_feed_dead_letters", "Events sent to the DLQ", registry=r)
         # this replica's circuit breaker: 0 closed, 1 half-open, 2 open
         self.breaker = Gauge("atp_erp_breaker_state", "Breaker state", registry=r)
 

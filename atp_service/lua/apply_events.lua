@@ -2,14 +2,18 @@
 -- given, with the seq rules of inventory.KeyLedger; then settle confirmed lines whose erp_seq
 -- is now reflected. Exactly-once by (key, seq): a redelivered or retried event is a
 -- duplicate, never reapplied. All changed records go out in one change-stream entry.
--- KEYS: 1 INV, 2 BUF, 3 SETTLE, 4 CHANGES
--- ARGV: 1 now_ms, 2 stream maxlen, then per key: key, n, and n groups of 3:
+-- A key left behind a gap gets one resync entry ('g:<key>') in the background outbox, due
+-- after the gap window, unless resync is off (no ERP): the gateway then asks the ERP.
+-- KEYS: 1 INV, 2 BUF, 3 SETTLE, 4 CHANGES, 5 OUTBOX(background)
+-- ARGV: 1 now_ms, 2 stream maxlen, 3 gap window ms (-1 = no resync),
+--       then per key: key, n, and n groups of 3:
 --         's', seq, 'on_hand|allocated|safety_stock'   (snapshot)
 --         'a', seq, 'on_hand_delta|allocated_delta'     (adjustment)
 --       (validated by decode.event before this script runs)
 -- Returns per key, in order: {applied, duplicates, buffered, negative, settled, key, record|''}
 -- flattened into one list of 7 items per key.
 local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[3])
 local changed, out = {}, {}
 
 local function figures(s)
@@ -100,7 +104,12 @@ local function apply_key(key, first, n)
 
   local gap = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. bufmin, '(' .. bufmax, 'LIMIT', 0, 1)
   local flags = r[FLAGS]
-  if #gap > 0 then flags = bit.bor(flags, FLAG_GAP) else flags = bit.band(flags, bit.bnot(FLAG_GAP)) end
+  if #gap > 0 then
+    flags = bit.bor(flags, FLAG_GAP)
+    if window >= 0 then redis.call('ZADD', KEYS[5], 'NX', redis_now_ms() + window, 'g:' .. key) end
+  else
+    flags = bit.band(flags, bit.bnot(FLAG_GAP))
+  end
   if flags ~= r[FLAGS] then r[FLAGS] = flags; touched = true end
   if not touched then
     return {applied, dups, buffered, negative, settled, key, rec_pack(r)}
@@ -111,7 +120,7 @@ local function apply_key(key, first, n)
 end
 
 local results = {}
-local i = 3
+local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 1])
   results[#results + 1] = apply_key(ARGV[i], i + 2, n)

@@ -1,0 +1,200 @@
+"""The ERP event feed from Kafka (aiokafka), in consumer group ATP_KAFKA_GROUP.
+
+Each fetched batch is decoded with orjson, applied through the same ``Ingest`` pipeline as
+``POST /v1/events`` (validation, per-key seq rules, few pipelined Lua calls), its invalid
+records are sent to ``<topic>.dlq`` with the original bytes and the reason, source topic,
+partition and offset in headers, and only then are the offsets committed. A batch that cannot
+be applied (Redis unreachable) is not committed: the consumer seeks back and tries again.
+Redelivery after a crash or a rebalance is harmless: events apply exactly once by (key, seq).
+
+Freshness: lookups say ``stale`` until the consumer has its partitions and is within
+``lag_bound`` records of the end, and again when the broker has been unreachable for more
+than ``unreachable_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from .errors import Unavailable
+from .ingest import Ingest
+from .metrics import Metrics
+
+log = logging.getLogger("atp.feed")
+
+BATCH = 2000  # records per fetch
+CHUNK = 500  # records per apply: keeps each step short so lookups are never held up
+
+
+class Feed:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        ingest: Ingest,
+        metrics: Metrics,
+        lag_bound: int = 10_000,
+        unreachable_after: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.dlq_topic = topic + ".dlq"
+        self.group = group
+        self.ingest = ingest
+        self.metrics = metrics
+        self.lag_bound = lag_bound
+        self.unreachable_after = unreachable_after
+        self.clock = clock
+        self.lag = 0
+        self.joined = False
+        self.broker_ok_at = 0.0
+        self.newest_ms = 0  # Kafka timestamp of the newest applied record
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return (
+            self.joined
+            and self.lag <= self.lag_bound
+            and self.clock() - self.broker_ok_at <= self.unreachable_after
+        )
+
+    async def run(self) -> None:
+        """Consume for ever; (re)connects with backoff while the broker is away."""
+        backoff = 0.5
+        while True:
+            try:
+                await self._start()
+                backoff = 0.5
+                await asyncio.gather(self._consume(), self._watch())
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc:
+                log.warning("kafka feed interrupted: %s", exc.__class__.__name__)
+            finally:
+                await self._stop()
+            self.joined = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _start(self) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, enable_idempotence=False, acks="all"
+        )
+        self.consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # also when a committed offset no longer exists
+            max_poll_records=BATCH,
+            metadata_max_age_ms=5000,
+        )
+        await self.producer.start()
+        await self.consumer.start()
+        self.broker_ok_at = self.clock()
+
+    async def _stop(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        self.consumer = self.producer = None
+
+    async def _watch(self) -> None:
+        """Broker reachability and lag, once a second (metadata fetch with a timeout)."""
+        consumer = self.consumer
+        assert consumer is not None
+        while True:
+            try:
+                await asyncio.wait_for(consumer.topics(), timeout=2.0)
+                self.broker_ok_at = self.clock()
+            except (KafkaError, TimeoutError):
+                pass
+            await self._update_lag(consumer)
+            await asyncio.sleep(1.0)
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Records between this consumer's position and the end of its partitions."""
+        assigned = consumer.assignment()
+        lag = 0
+        for tp in assigned:
+            high = consumer.highwater(tp)  # known after the first fetch of the partition
+            if high is None:
+                continue
+            with contextlib.suppress(KafkaError, AssertionError, TimeoutError):
+                lag += max(0, high - await asyncio.wait_for(consumer.position(tp), 2.0))
+        self.lag = lag
+        self.joined = bool(assigned)
+        self.metrics.feed_lag.set(lag)
+        if self.newest_ms:
+            self.metrics.feed_event_age.set(max(0.0, time.time() - self.newest_ms / 1000))
+
+    async def _consume(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+            if not batch:
+                self.joined = bool(consumer.assignment())
+                continue
+            self.broker_ok_at = self.clock()
+            try:
+                await self._apply(batch)
+            except Unavailable:
+                # Redis is away: nothing of this batch is committed; fetch it again later.
+                for tp, records in batch.items():
+                    consumer.seek(tp, records[0].offset)
+                await asyncio.sleep(0.5)
+                continue
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+
+    async def _apply(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        records = [r for rs in batch.values() for r in rs]
+        dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start : start + CHUNK]
+            events: list[Any] = []
+            origin: list[ConsumerRecord[Any, Any]] = []
+            for record in chunk:
+                try:
+                    events.append(orjson.loads(record.value or b""))
+                    origin.append(record)
+                except orjson.JSONDecodeError as exc:
+                    dead.append((record, f"invalid JSON: {exc.msg}"))
+            result = await self.ingest.apply(events, "kafka")
+            for item in result.rejected:
+                dead.append((origin[item["index"]], item["reason"]))
+            self.newest_ms = max(self.newest_ms, max(r.timestamp for r in chunk))
+        if dead:
+            await self._dead_letter(dead)
+
+    async def _dead_letter(self, dead: list[tuple[ConsumerRecord[Any, Any], str]]) -> None:
+        producer = self.producer
+        assert producer is not None
+        sends = []
+        for record, reason in dead:
+            headers = [
+                ("dlq.reason", reason.encode()),
+                ("dlq.source.topic", record.topic.encode()),
+                ("dlq.source.partition", str(record.partition).encode()),
+                ("dlq.source.offset", str(record.offset).encode()),
+            ]
+            sends.append(
+                await producer.send(self.dlq_topic, record.value, key=record.key, headers=headers)
+            )
+        await asyncio.gather(*sends)  # delivered before the source offsets are committed
+        self.metrics.dlq.inc(len(dead))
+        log.warning("sent %d invalid events to %s", len(dead), self.dlq_topic)
