@@ -85,13 +85,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         store=store,
         tailer=tailer,
         ledger=Ledger(store, cache, settings, clock=clock),
-        ingest=Ingest(
-            store,
-            cache,
-            metrics,
-            gap_window_ms=int(settings.gap_window * 1000) if settings.erp_url else -1,
-            clock=clock,
-        ),  # fmt: skip
+        ingest=Ingest(store, cache, metrics, gap_window_ms=gap_window_ms, clock=clock),
         embedded=embedded,
     )
     if settings.erp_url:
