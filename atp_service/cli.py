@@ -13,6 +13,8 @@ from aiohttp import web
 
 from .app import create_app
 from .config import ConfigError, Settings
+from .erpsim import config as erpsim_config
+from .erpsim import launch as erpsim_launch
 from .logs import setup_logging
 
 log = logging.getLogger("atp.cli")
@@ -42,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="atp-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the HTTP API (settings from ATP_* variables)")
+    erp_sim = sub.add_parser(
+        "erp-sim",
+        help="run a simulated ERP (options also as ERPSIM_* variables)",
+        description="A simulated ERP: the reservation API, stock ledger and inventory events.",
+    )
+    erpsim_config.add_arguments(erp_sim)
     args = parser.parse_args(argv)
+    if args.command == "erp-sim":
+        return erpsim_launch.main(args)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
