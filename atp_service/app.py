@@ -184,6 +184,19 @@ def _routes(app: web.Application, svc: Service) -> None:
     app.router.add_route("*", "/{tail:.*}", endpoint("other", None, auth, svc.metrics, not_found))
 
 
+async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Keep a background loop alive: a crash is logged and the loop restarted, never lost
+    silently (a dead gateway would strand the outbox)."""
+    while True:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task %s crashed; restarting in 1 s", name)
+            await asyncio.sleep(1.0)
+
+
 async def _expiry_loop(svc: Service) -> None:
     while True:
         try:
@@ -201,15 +214,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(RedisError, OSError):
         await svc.store.load_scripts()
         await _warn_if_not_durable(svc)
-    svc.tasks = [
-        asyncio.create_task(svc.tailer.run(), name="tailer"),
-        asyncio.create_task(_expiry_loop(svc), name="expiry"),
+    loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("tailer", svc.tailer.run),
+        ("expiry", lambda: _expiry_loop(svc)),
     ]
     if svc.feed is not None:
-        svc.tasks.append(asyncio.create_task(svc.feed.run(), name="feed"))
+        loops.append(("feed", svc.feed.run))
     if svc.gateway is not None:
-        svc.tasks.append(asyncio.create_task(svc.gateway.run(), name="gateway"))
-        svc.tasks.append(asyncio.create_task(svc.gateway.stats_loop(), name="gateway-stats"))
+        loops += [("gateway", svc.gateway.run), ("gateway-stats", svc.gateway.stats_loop)]
+    svc.tasks = [asyncio.create_task(_supervised(name, run), name=name) for name, run in loops]
     yield
     for task in svc.tasks:
         task.cancel()

@@ -82,7 +82,10 @@ class Outcome:
 
 
 def classify(entry: str, reply: Reply, lines: list[dict[str, Any]] | None = None) -> Outcome:
-    """What an ERP reply means for an outbox entry ('r:' reserve or 'c:' cancel)."""
+    """What an ERP reply means for an outbox entry ('r:' reserve, 'c:' cancel, 'g:' resync);
+    ``lines`` are the lines sent with a reserve call (each needs its erp_seq back)."""
+    if entry.startswith("r:") and not lines:
+        raise ValueError("a reserve reply is classified against the lines that were sent")
     status = reply.status
     if status == 0 or status >= 500:
         return Outcome("retry", transient=True)

@@ -46,7 +46,7 @@ INTERVAL_MARGIN = 1.02  # spacing a little wider than 1/rate: network jitter mus
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
     """Seconds before retrying after a transient failure: exponential, capped, jittered."""
-    delay: float = min(30.0, 0.25 * 2 ** max(0, attempts - 1)) * (0.5 + rng() / 2)
+    delay: float = min(10.0, 0.25 * 2 ** max(0, attempts - 1)) * (0.5 + rng() / 2)
     return delay
 
 
@@ -163,8 +163,8 @@ class Gateway:
             ]
             body = {"reservation_id": ident, "priority": fields[b"priority"].decode(),
                     "lines": lines}  # fmt: skip
-            outcome = classify(member, await self.transport.send("POST", "/reservations", body,
-                                                                 headers))  # fmt: skip
+            reply = await self.transport.send("POST", "/reservations", body, headers)
+            outcome = classify(member, reply, lines)
         else:
             reply = await self.transport.send("DELETE", f"/reservations/{ident}", None, headers)
             outcome = classify(member, reply)

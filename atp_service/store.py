@@ -48,7 +48,10 @@ class Script:
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
-SCRIPTS = {name: Script.named(name) for name in ("reserve", "transition", "apply_events")}
+SCRIPTS = {
+    name: Script.named(name)
+    for name in ("reserve", "transition", "apply_events", "erp_next", "erp_outcome")
+}
 
 
 def connect(url: str, max_connections: int = 64, socket_timeout: float = 2.0) -> aioredis.Redis:

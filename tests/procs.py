@@ -17,7 +17,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KEYS = "test-admin:*;test-read:availability:read;test-write:reservations:write;test-events:events:write"
+KEYS = (
+    "test-admin:*;test-read:availability:read;test-write:reservations:write;"
+    "test-events:events:write"
+)
 ADMIN = {"Authorization": "Bearer test-admin"}
 
 
@@ -39,7 +42,7 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02) -> None
                 return
         except ProcessDied:
             raise
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:  # not up yet
             pass
         time.sleep(interval)
     raise TimeoutError(f"condition not met within {timeout}s")
@@ -164,3 +167,45 @@ def adjustment(sku: str, location: str, seq: int, on_hand_delta: int = 0,
         "allocated_delta": allocated_delta, "reason": "test",
         "occurred_at": "2026-11-22T10:00:01Z",
     }  # fmt: skip
+
+
+@dataclass
+class ErpSimProc:
+    """`atp-service erp-sim` as a real process; its /admin API tells what the ERP saw."""
+
+    args: list[str]
+    log: Path | None = None
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ErpSimProc:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "atp_service.cli", "erp-sim", "--port", str(self.port),
+                 *self.args], stdout=out, stderr=out,
+            )  # fmt: skip
+        finally:
+            if not isinstance(out, int):
+                out.close()
+        wait_until(self._up, 20)
+        return self
+
+    def _up(self) -> bool:
+        assert self.proc
+        if self.proc.poll() is not None:
+            raise ProcessDied(f"erp-sim exited with {self.proc.returncode}")
+        with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+            return bool(r.status == 200)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

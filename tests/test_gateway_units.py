@@ -50,7 +50,7 @@ def test_classify_cancel_replies() -> None:
 def test_backoff_grows_is_capped_and_jittered() -> None:
     assert backoff(1, lambda: 1.0) == 0.25
     assert backoff(3, lambda: 1.0) == 1.0
-    assert backoff(40, lambda: 1.0) == 30.0
+    assert backoff(40, lambda: 1.0) == 10.0
     assert backoff(3, lambda: 0.0) == 0.5
 
 
@@ -75,3 +75,10 @@ def test_breaker_opens_probes_and_recovers() -> None:
     assert b.state == "closed" and b.failures == 0
     b.failure()
     assert b.state == "closed"  # the count restarted
+
+
+def test_classify_needs_the_lines_sent_with_a_reserve_call() -> None:
+    import pytest
+
+    with pytest.raises(ValueError):
+        classify("r:1", Reply(200, {"status": "confirmed", "lines": []}))

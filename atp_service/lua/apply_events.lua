@@ -94,7 +94,9 @@ local function apply_key(key, first, n)
   if has_snapshot() then
     local upto = '(' .. key .. '\0' .. pad(r[SEQ] + 1)
     for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[3], '[' .. bufmin, upto)) do
-      local qty = tonumber(string.match(m, '\0(%d+)$'))
+      -- member: key \0 erp_seq(16) \0 id \0 qty (Lua 5.1 patterns cannot hold \0: plain find)
+      local rest = string.sub(m, #key + 19)
+      local qty = tonumber(string.sub(rest, string.find(rest, '\0', 1, true) + 1))
       r[PENDING] = r[PENDING] - qty
       redis.call('ZREM', KEYS[3], m)
       settled = settled + 1
