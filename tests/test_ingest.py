@@ -17,7 +17,7 @@ from atp_service.metrics import Metrics
 from atp_service.store import Store, connect
 
 from .procs import RedisProc
-from .test_inventory import replay, truthful_log
+from .test_inventory import truthful_log
 
 
 def as_json(ev: object) -> dict[str, object]:
@@ -53,7 +53,7 @@ async def _check_noisy_logs(client: aioredis.Redis, store: Store) -> None:
     records = await client.hgetall(keys.INV)
     assert len(records) == len(truths)
     for key, truth in truths.items():
-        on_hand, allocated, safety, seq, pending, ver, flags, _ = struct.unpack(
+        on_hand, allocated, safety, seq, pending, _ver, flags, _ = struct.unpack(
             RECORD_FORMAT, records[key.encode()]
         )
         assert (on_hand, allocated, safety, seq, pending) == (
