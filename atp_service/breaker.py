@@ -20,7 +20,7 @@ class Breaker:
         self,
         threshold: int = 5,
         cooldown: float = 2.0,
-        cap: float = 30.0,
+        cap: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold = threshold
