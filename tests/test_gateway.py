@@ -123,3 +123,108 @@ async def test_three_replicas_never_exceed_the_erp_rate(
         await wait_for(settled, 20)
     except AssertionError:
         raise AssertionError(f"not settled: {seen[-1]}") from None
+
+
+async def erp_calls(http: aiohttp.ClientSession, erp: ErpSimProc) -> list[dict[str, Any]]:
+    calls = await admin(http, erp, "GET", "/admin/calls")
+    return calls if isinstance(calls, list) else calls["calls"]  # type: ignore[no-any-return]
+
+
+async def test_checkout_overtakes_a_waiting_sales_backlog(
+    services, http, tmp_path: Path, erp_sims: list[ErpSimProc]
+) -> None:  # type: ignore[no-untyped-def]
+    erp, (svc,) = await start_stack(http, erp_sims, services, tmp_path, replicas=1, rate=5)
+    sales = [f"s{i}" for i in range(30)]
+    for rid in sales:
+        status, _ = await reserve(http, svc, rid, line(0), priority="sales")
+        assert status == 201
+    await asyncio.sleep(1.0)  # a few sales have gone; most wait (5 calls/s)
+    checkout = [f"c{i}" for i in range(8)]
+    results = await asyncio.gather(*(reserve(http, svc, rid, line(1)) for rid in checkout))
+    assert {s for s, _ in results} == {201}
+    await wait_for(lambda: all_status(http, svc, sales + checkout, "confirmed"), 30, 0.5)
+    order = [c["idempotency_key"] for c in await erp_calls(http, erp) if c["method"] == "POST"]
+    first_c, last_c = order.index("c0"), max(order.index(c) for c in checkout)
+    between = [rid for rid in order[first_c:last_c] if rid.startswith("s")]
+    assert len(between) <= 1, order  # at most one sales call already claimed when they came
+    assert any(rid.startswith("s") for rid in order[last_c:])  # sales really were waiting
+    await assert_erp_consistent(http, erp, sales + checkout)
+
+
+async def test_erp_outage_then_kill9_of_every_replica_loses_nothing(
+    services, http, tmp_path: Path, erp_sims: list[ErpSimProc]
+) -> None:  # type: ignore[no-untyped-def]
+    erp, svcs = await start_stack(http, erp_sims, services, tmp_path, replicas=2, rate=20)
+    await admin(http, erp, "POST", "/admin/faults", {"outage": True})
+    outage_started = time.monotonic()
+    ids = [f"o{i}" for i in range(50)]
+    results = await asyncio.gather(
+        *(reserve(http, svcs[i % 2], rid, line(i, qty=3)) for i, rid in enumerate(ids))
+    )
+    assert {s for s, _ in results} == {201}  # held at once, ERP or not
+    await asyncio.sleep(10)
+    async with http.get(svcs[0].url + "/readyz") as r:
+        assert r.status == 200  # an ERP outage does not make the service unready
+    assert set((await statuses(http, svcs[0], ids)).values()) == {"held"}
+    for svc in svcs:
+        svc.kill9()
+    again = [services(**svc.env) for svc in svcs]
+    await asyncio.sleep(max(0.0, 30 - (time.monotonic() - outage_started)))  # 30 s of outage
+    await admin(http, erp, "DELETE", "/admin/faults")
+    await wait_for(lambda: all_status(http, again[1], ids, "confirmed"), 40, 0.5)
+    ledger = await assert_erp_consistent(http, erp, ids)  # each allocated exactly once
+    allocated = {k["sku"]: k["allocated"] for k in ledger["keys"]}
+    assert sum(allocated.values()) == 50 * 3
+    stats = await admin(http, erp, "GET", "/admin/calls/stats?window=1")
+    assert stats["max_in_window"] <= 20
+
+
+async def test_erp_rejection_returns_the_stock(
+    services, http, tmp_path: Path, erp_sims: list[ErpSimProc]
+) -> None:  # type: ignore[no-untyped-def]
+    erp, (svc,) = await start_stack(http, erp_sims, services, tmp_path, replicas=1, rate=50,
+                                    on_hand=10)  # fmt: skip
+    await admin(http, erp, "POST", "/admin/faults", {"reject_all": True})
+    status, body = await reserve(http, svc, "x1", line(0, qty=4))
+    assert status == 201 and body["status"] == "held"
+
+    async def atp() -> int:
+        async with http.get(f"{svc.url}/v1/availability/{SKUS[0]}", headers=ADMIN) as r:
+            return int((await r.json())["total_atp"])
+
+    assert await atp() == 6
+    await wait_for(lambda: all_status(http, svc, ["x1"], "rejected"), 10)
+    async with http.get(f"{svc.url}/v1/reservations/x1", headers=ADMIN) as r:
+        assert (await r.json())["reason"] == "simulated refusal"
+    assert await atp() == 10
+    async with http.post(f"{svc.url}/v1/reservations/x1/commit", headers=ADMIN) as r:
+        assert r.status == 409
+    async with http.delete(f"{svc.url}/v1/reservations/x1", headers=ADMIN) as r:
+        assert (await r.json())["status"] == "rejected"
+    await assert_erp_consistent(http, erp, [])
+
+
+async def test_releasing_a_confirmed_reservation_cancels_it_at_the_erp(
+    services, http, tmp_path: Path, erp_sims: list[ErpSimProc]
+) -> None:  # type: ignore[no-untyped-def]
+    erp, (svc,) = await start_stack(http, erp_sims, services, tmp_path, replicas=1, rate=50,
+                                    on_hand=10)  # fmt: skip
+    status, _ = await reserve(http, svc, "d1", line(0, qty=4))
+    assert status == 201
+    await wait_for(lambda: all_status(http, svc, ["d1"], "confirmed"), 10)
+    async with http.delete(f"{svc.url}/v1/reservations/d1", headers=ADMIN) as r:
+        assert (await r.json())["status"] == "released"
+
+    async def cancelled() -> bool:
+        ledger = await admin(http, erp, "GET", f"/admin/ledger?sku={SKUS[0]}")
+        return bool(ledger["reservations"]["d1"]["status"] == "cancelled")
+
+    await wait_for(cancelled, 10)
+
+    async def back_to_ten() -> bool:  # the ERP's cancel event is applied: all stock is back
+        async with http.get(f"{svc.url}/v1/availability/{SKUS[0]}", headers=ADMIN) as r:
+            loc = (await r.json())["locations"][0]
+        return bool(loc["atp"] == 10 and loc["allocated"] == 0 and loc["pending"] == 0)
+
+    await wait_for(back_to_ten, 10)
+    await assert_erp_consistent(http, erp, ["d1"])
