@@ -228,3 +228,59 @@ async def test_releasing_a_confirmed_reservation_cancels_it_at_the_erp(
 
     await wait_for(back_to_ten, 10)
     await assert_erp_consistent(http, erp, ["d1"])
+
+
+async def test_overload_refuses_background_then_sales_and_keeps_checkout(
+    services, http, tmp_path: Path, erp_sims: list[ErpSimProc]
+) -> None:  # type: ignore[no-untyped-def]
+    budgets = {"ATP_ERP_BUDGETS": "checkout=60,sales=8,background=3"}
+    erp, (svc,) = await start_stack(http, erp_sims, services, tmp_path, replicas=1, rate=10,
+                                    erp_rate=10, on_hand=10**6, **budgets)  # fmt: skip
+    prios = ("checkout", "sales", "background")
+    outcomes: dict[str, list[tuple[float, int, dict[str, Any]]]] = {p: [] for p in prios}
+    retry_after: list[int] = []
+    lookup_times: list[float] = []
+
+    async def offer(i: int, started: float) -> None:
+        prio = prios[i % 3]
+        body = {"reservation_id": f"{prio[0]}{i}", "priority": prio, "lines": line(i)}
+        async with http.post(svc.url + "/v1/reservations", json=body, headers=ADMIN) as r:
+            outcomes[prio].append((time.monotonic() - started, r.status, await r.json()))
+            if r.status == 429:
+                retry_after.append(int(r.headers["Retry-After"]))
+
+    async def lookups(until: float) -> None:
+        while time.monotonic() < until:
+            t0 = time.perf_counter()
+            async with http.get(f"{svc.url}/v1/availability/{SKUS[3]}", headers=ADMIN) as r:
+                assert r.status == 200
+            lookup_times.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.02)
+
+    started = time.monotonic()
+    watcher = asyncio.create_task(lookups(started + 20))
+    tasks = []
+    for i in range(2000):  # 100 reservations/s for 20 s: 10x the ERP rate
+        tasks.append(asyncio.create_task(offer(i, started)))
+        await asyncio.sleep(max(0.0, started + (i + 1) / 100 - time.monotonic()))
+    await asyncio.gather(*tasks, watcher)
+
+    def first_refusal(prio: str) -> float:
+        return min((t for t, s, _ in outcomes[prio] if s == 429), default=float("inf"))
+
+    assert {s for _, s, _ in outcomes["checkout"]} == {201}  # checkout keeps being accepted
+    assert first_refusal("background") < first_refusal("sales") < float("inf")
+    for prio in ("sales", "background"):
+        refused = [b for _, s, b in outcomes[prio] if s == 429]
+        assert refused and all(b["type"].endswith("/throttled") for b in refused)
+        assert {s for _, s, _ in outcomes[prio]} <= {201, 429}
+    assert retry_after and min(retry_after) >= 1
+    assert sorted(lookup_times)[int(len(lookup_times) * 0.99)] < 0.05  # lookups stay fast
+    accepted = [b["reservation_id"] for p in prios for _, s, b in outcomes[p] if s == 201]
+    assert len(accepted) > 600
+    # Nothing accepted is lost: restart with a faster ERP and drain everything.
+    svc.stop()
+    await admin(http, erp, "POST", "/admin/rate", {"rate": 1000, "burst": 1})
+    fast = services(**{**svc.env, "ATP_ERP_RATE": "400"})
+    await wait_for(lambda: all_status(http, fast, accepted, "confirmed"), 60, 1.0)
+    await assert_erp_consistent(http, erp, accepted)
