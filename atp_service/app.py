@@ -177,11 +177,27 @@ def _routes(app: web.Application, svc: Service) -> None:
         by_path.setdefault(path, []).append((method, name, scope, handler))
     for path, routes in by_path.items():
         resource = app.router.add_resource(path)
+        methods = {method for method, *_ in routes}
         for method, name, scope, handler in routes:
-            resource.add_route(method, endpoint(name, scope, auth, svc.metrics, handler))
-        refuse = method_not_allowed(tuple(sorted({method for method, *_ in routes})))
+            wrapped = endpoint(name, scope, auth, svc.metrics, handler)
+            resource.add_route(method, wrapped)
+            if method == "GET":  # RFC 9110: HEAD wherever GET (aiohttp sends no body)
+                resource.add_route("HEAD", wrapped)
+                methods.add("HEAD")
+        refuse = method_not_allowed(tuple(sorted(methods)))
         resource.add_route("*", endpoint("other", None, auth, svc.metrics, refuse))
     app.router.add_route("*", "/{tail:.*}", endpoint("other", None, auth, svc.metrics, not_found))
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel until every task has ended: on Python 3.11 a cancel that lands as redis-py's
+    ``wait_for`` completes can be swallowed, and a single cancel would then hang shutdown."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -224,9 +240,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         loops += [("gateway", svc.gateway.run), ("gateway-stats", svc.gateway.stats_loop)]
     svc.tasks = [asyncio.create_task(_supervised(name, run), name=name) for name, run in loops]
     yield
-    for task in svc.tasks:
-        task.cancel()
-    await asyncio.gather(*svc.tasks, return_exceptions=True)
+    await _cancel_all(svc.tasks)
     if svc.gateway is not None:
         await svc.gateway.close()
     if svc.transport is not None:

@@ -134,6 +134,7 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
         if not entry:
             continue
         secret, sep, scopes_raw = entry.partition(":")
+        secret = secret.strip()
         if not sep or not secret or not scopes_raw:
             raise ConfigError(f"ATP_API_KEYS entry {index + 1}: expected secret:scope[,scope]")
         scopes: set[str] = set()

@@ -97,9 +97,9 @@ def reservation_request(body: object) -> ReservationRequest:
             )
         )
     request = ReservationRequest(rid, str(priority), tuple(lines), hold)
-    for line in request.lines:
-        if line.qty > MAX_QTY:
-            raise _bad("/lines", f"summed quantity for {line.key} exceeds {MAX_QTY}")
+    for summed in request.lines:
+        if summed.qty > MAX_QTY:
+            raise _bad("/lines", f"summed quantity for {summed.key} exceeds {MAX_QTY}")
     return request
 
 

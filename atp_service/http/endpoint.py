@@ -86,7 +86,11 @@ class Auth:
         header = request.headers.get("Authorization")
         if header is None or header[:7].lower() != "bearer ":
             raise Unauthorized("send Authorization: Bearer <key>")
-        key = self.by_digest.get(hashlib.sha256(header[7:].strip().encode()).hexdigest())
+        # aiohttp decodes header bytes that are not UTF-8 with surrogateescape; encoding back
+        # the same way hashes exactly the bytes sent (an unknown key: 401) where a plain
+        # .encode() raised UnicodeEncodeError (a 500).
+        secret = header[7:].strip().encode("utf-8", "surrogateescape")
+        key = self.by_digest.get(hashlib.sha256(secret).hexdigest())
         if key is None:
             raise Unauthorized("unknown API key")
         if scope not in key.scopes:
