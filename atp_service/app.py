@@ -110,6 +110,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             "atp_cache_fresh": ("1 while the change stream is being read", float(tailer.fresh)),
             "atp_change_entries_applied": ("Change-stream entries applied", tailer.applied),
             "atp_cache_reloads": ("Full reloads after falling behind the stream", tailer.reloads),
+            "atp_cache_warmup_seconds": (
+                "Seconds the last full cache load took",
+                tailer.warm_seconds,
+            ),
         }
     )
     app.cleanup_ctx.append(_lifecycle)

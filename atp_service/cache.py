@@ -26,6 +26,11 @@ class Cache:
         self.size = 0
         self.by_sku: dict[str, dict[str, int]] = {}
         self._locations: dict[str, str] = {}  # interned location names
+        # Change counters, so readers can memoise what they derive from a sku's rows: a sku's
+        # rows are unchanged since change number n if changed_at.get(sku, bulk_at) <= n.
+        self.changes = 0
+        self.bulk_at = 0
+        self.changed_at: dict[str, int] = {}
 
     def __len__(self) -> int:
         return self.size
@@ -62,6 +67,8 @@ class Cache:
         if values[VER] <= self.arr[row, VER]:  # every saved record has ver >= 1
             return False
         self.arr[row] = values
+        self.changes += 1
+        self.changed_at[sku] = self.changes
         return True
 
     def apply_many(self, pairs: Iterable[tuple[str, bytes]]) -> None:
@@ -69,7 +76,8 @@ class Cache:
             self.apply(key, record)
 
     def load_bulk(self, names: list[str], blob: bytes) -> None:
-        """Warm-up: many records at once (names[i] is the key of the i-th 64-byte record)."""
+        """Warm-up: many records at once (names[i] is the key of the i-th 64-byte record).
+        New locations are appended unsorted: call :meth:`sort_locations` after the last chunk."""
         values = np.frombuffer(blob, dtype="<i8").reshape(-1, 8)
         row_for = self._row_for
         rows = np.fromiter(
@@ -77,8 +85,26 @@ class Cache:
         )
         keep = values[:, VER] > self.arr[rows, VER]
         self.arr[rows[keep]] = values[keep]
-        for sku in {_split(n)[0] for n in names}:
-            self.by_sku[sku] = dict(sorted(self.by_sku[sku].items()))
+        self.changes += 1
+        self.changed_at.clear()
+        self.bulk_at = self.changes
+
+    def sort_locations(self) -> None:
+        """Order every sku's locations by name (once, after a bulk load)."""
+        for sku, locs in self.by_sku.items():
+            self.by_sku[sku] = dict(sorted(locs.items()))
+
+    def version(self, sku: str) -> int:
+        """A number that changes whenever any row of ``sku`` (or the whole cache) changes."""
+        return self.changed_at.get(sku, self.bulk_at)
+
+    def atp_many(self, rows: list[int]) -> tuple[list[int], bool]:
+        """Per-row ATP (clipped at 0) for many rows in one vectorised step, and whether any of
+        them reads stale (a seq gap)."""
+        sub = self.arr[rows]
+        raw = sub[:, ON_HAND] - sub[:, ALLOCATED] - sub[:, SAFETY] - sub[:, PENDING]
+        atp: list[int] = np.clip(raw, 0, None).tolist()
+        return atp, bool((sub[:, FLAGS] & FLAG_GAP).any())
 
     def locations(self, sku: str) -> dict[str, int] | None:
         return self.by_sku.get(sku)
@@ -90,15 +116,6 @@ class Cache:
     def row(self, row: int) -> Row:
         result: Row = self.arr[row].tolist()
         return result
-
-    def group_atp(self, rows: list[int]) -> int:
-        """Sum of per-location ATP (each clipped at 0), vectorised."""
-        sub = self.arr[rows]
-        raw = sub[:, ON_HAND] - sub[:, ALLOCATED] - sub[:, SAFETY] - sub[:, PENDING]
-        return int(np.clip(raw, 0, None).sum())
-
-    def any_gap(self, rows: list[int]) -> bool:
-        return bool((self.arr[rows, FLAGS] & FLAG_GAP).any())
 
     def nbytes(self) -> int:
         return int(self.arr.nbytes)

@@ -96,8 +96,6 @@ class Metrics:
         self.settled = Counter("atp_lines_settled", "Reservation lines settled", registry=r)
         # problem responses by HTTP status
         self.problems = Counter("atp_http_problems", "Problem responses", ["status"], registry=r)
-        # seconds the last cache warm-up took
-        self.warmup = Gauge("atp_cache_warmup_seconds", "Last warm-up duration", registry=r)
         # ERP calls made by this replica, by entry kind (r reserve, c cancel) and outcome
         self.erp_calls = Counter(
             "atp_erp_calls", "ERP calls by kind and outcome", ["kind", "outcome"], registry=r

@@ -52,6 +52,7 @@ class Tailer:
         self.last_ok = 0.0
         self.applied = 0
         self.reloads = 0
+        self.warm_seconds = 0.0
 
     @property
     def fresh(self) -> bool:
@@ -70,10 +71,12 @@ class Tailer:
                 self.cache.load_bulk(names, b"".join(chunk.values()))
             if cursor == 0:
                 break
+        self.cache.sort_locations()
         self.last_id = last_id
         self.last_ok = self.clock()
         self.ready = True
-        return time.perf_counter() - started
+        self.warm_seconds = time.perf_counter() - started
+        return self.warm_seconds
 
     async def _trimmed_past_us(self) -> bool:
         info = await self.client.xinfo_stream(keys.CHANGES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from .. import decode
@@ -13,6 +14,8 @@ from ..config import ApiKey
 from ..errors import BadRequest, NotFound, UnknownGroup
 from ..inventory import ALLOCATED, FLAG_GAP, FLAGS, ON_HAND, PENDING, SAFETY, SEQ
 from .endpoint import json_response, read_json
+
+MEMO_MAX = 100_000  # memoised bodies kept (~0.7 KB each); cleared when full
 
 
 class Availability:
@@ -27,6 +30,7 @@ class Availability:
         self.groups = groups
         self.low = low_stock
         self.fresh = fresh
+        self.memo: dict[str, tuple[int, bytes]] = {}  # sku -> (cache version, encoded body)
 
     def _status(self, atp: int) -> str:
         if atp <= 0:
@@ -41,32 +45,51 @@ class Availability:
 
     async def one(self, request: web.Request, _key: ApiKey | None) -> web.Response:
         sku = request.match_info["sku"]
-        if not decode.is_identifier(sku):
-            raise BadRequest("sku must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-        locs = self.cache.locations(sku)
+        cache = self.cache
+        locs = cache.locations(sku)
         if locs is None:
+            if not decode.is_identifier(sku):
+                raise BadRequest("sku must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
             raise NotFound(f"unknown sku {sku!r}")
+        fresh = self.fresh()
+        if request.query_string:
+            return json_response(self._render(sku, self._filtered(request, locs), locs, fresh))
+        # The hot path: a whole-sku lookup. Its encoded body is memoised until any row of the
+        # sku changes (cache.version), so a repeated lookup is a dict hit, not a re-render.
+        version = cache.version(sku)
+        memo = self.memo.get(sku)
+        if memo is not None and memo[0] == version and fresh:
+            return web.Response(body=memo[1], content_type="application/json")
+        body = orjson.dumps(self._render(sku, list(locs), locs, fresh))
+        if fresh:
+            if len(self.memo) >= MEMO_MAX:
+                self.memo.clear()
+            self.memo[sku] = (version, body)
+        return web.Response(body=body, content_type="application/json")
+
+    def _filtered(self, request: web.Request, locs: dict[str, int]) -> list[str]:
         query = request.query
-        if query:
-            wanted: set[str] = set()
-            for loc in query.getall("location", ()):
-                if not decode.is_identifier(loc):
-                    raise BadRequest(f"location {loc[:70]!r} is not a valid identifier")
-                wanted.add(loc)
-            for group in query.getall("group", ()):
-                if not decode.is_identifier(group):
-                    raise BadRequest(f"group {group[:70]!r} is not a valid identifier")
-                wanted.update(self._group(group))
-            extra = query.keys() - {"location", "group"}
-            if extra:
-                raise BadRequest(f"unknown query parameter {sorted(extra)[0]!r}")
-            names = [n for n in locs if n in wanted]
-        else:
-            names = list(locs)
+        wanted: set[str] = set()
+        for loc in query.getall("location", ()):
+            if not decode.is_identifier(loc):
+                raise BadRequest(f"location {loc[:70]!r} is not a valid identifier")
+            wanted.add(loc)
+        for group in query.getall("group", ()):
+            if not decode.is_identifier(group):
+                raise BadRequest(f"group {group[:70]!r} is not a valid identifier")
+            wanted.update(self._group(group))
+        extra = query.keys() - {"location", "group"}
+        if extra:
+            raise BadRequest(f"unknown query parameter {sorted(extra)[0]!r}")
+        return [n for n in locs if n in wanted]
+
+    def _render(
+        self, sku: str, names: list[str], locs: dict[str, int], fresh: bool
+    ) -> dict[str, Any]:
         rows = self.cache.rows([locs[n] for n in names]) if names else []
         status = self._status
         total = 0
-        stale = not self.fresh()
+        stale = not fresh
         out = []
         for name, r in zip(names, rows, strict=True):
             atp = r[ON_HAND] - r[ALLOCATED] - r[SAFETY] - r[PENDING]
@@ -86,35 +109,41 @@ class Availability:
                     "status": status(atp),
                 }
             )
-        return json_response({"sku": sku, "total_atp": total, "stale": stale, "locations": out})
+        return {"sku": sku, "total_atp": total, "stale": stale, "locations": out}
 
     async def batch(self, request: web.Request, _key: ApiKey | None) -> web.Response:
         items = decode.availability_items(await read_json(request))
         cache = self.cache
-        stale = not self.fresh()
-        out: list[dict[str, Any]] = []
-        for sku, loc, group, qty in items:
+        # One vectorised ATP computation for every row of every item, then per-item sums.
+        spans: list[tuple[int, int]] = []
+        rows: list[int] = []
+        for sku, loc, group, _qty in items:
             locs = cache.locations(sku)
+            start = len(rows)
+            if locs is not None:
+                if loc is not None:
+                    if loc in locs:
+                        rows.append(locs[loc])
+                elif group is not None:
+                    rows.extend(locs[m] for m in self._group(group) if m in locs)
+                else:
+                    rows.extend(locs.values())
+            elif group is not None:
+                self._group(group)  # an unknown group is 400 even for an unknown sku
+            spans.append((start, len(rows)))
+        atps, gap = cache.atp_many(rows) if rows else ([], False)
+        status = self._status
+        out: list[dict[str, Any]] = []
+        for (sku, loc, group, qty), (start, end) in zip(items, spans, strict=True):
             item: dict[str, Any] = {"sku": sku}
             if loc is not None:
                 item["location"] = loc
-                rows = [locs[loc]] if locs is not None and loc in locs else []
             elif group is not None:
                 item["group"] = group
-                members = self._group(group)
-                rows = [locs[m] for m in members if m in locs] if locs is not None else []
-            else:
-                rows = list(locs.values()) if locs is not None else []
-            if not rows:
+            if start == end:
                 item.update(atp=0, available=False, status="unknown")
             else:
-                atp = cache.group_atp(rows) if len(rows) > 1 else _row_atp(cache.row(rows[0]))
-                stale = stale or cache.any_gap(rows)
-                item.update(atp=atp, available=atp >= qty, status=self._status(atp))
+                atp = sum(atps[start:end])
+                item.update(atp=atp, available=atp >= qty, status=status(atp))
             out.append(item)
-        return json_response({"items": out, "stale": stale})
-
-
-def _row_atp(r: list[int]) -> int:
-    atp = r[ON_HAND] - r[ALLOCATED] - r[SAFETY] - r[PENDING]
-    return atp if atp > 0 else 0
+        return json_response({"items": out, "stale": gap or not self.fresh()})
