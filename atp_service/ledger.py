@@ -32,8 +32,15 @@ from .store import OUTBOX_KEYS, Store
 Clock = Callable[[], float]
 
 
+_second: list[Any] = [None, ""]  # memo: the last whole second, formatted
+
+
 def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    """RFC 3339 UTC with milliseconds; the date-time part is formatted once per second."""
+    sec, milli = divmod(ms, 1000)
+    if _second[0] != sec:
+        _second[:] = [sec, datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second[1]}.{milli:03d}Z"
 
 
 def _split_reply(reply: list[bytes]) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
