@@ -18,6 +18,7 @@ import numpy.typing as npt
 from .inventory import ALLOCATED, FLAG_GAP, FLAGS, ON_HAND, PENDING, SAFETY, VER
 
 Row = list[int]
+_VER_AT = VER * 8  # byte offset of the version in a packed record
 
 
 class Cache:
@@ -62,11 +63,15 @@ class Cache:
     def apply(self, key: str, record: bytes) -> bool:
         """Store one packed record unless the cache already has a newer version of it."""
         sku, _, location = key.partition("|")
-        values = np.frombuffer(record, dtype="<i8")
         row = self._row_for(sku, location)
-        if values[VER] <= self.arr[row, VER]:  # every saved record has ver >= 1
+        # Version first, without numpy: most stream entries are this replica's own writes,
+        # already applied from the script's reply. Every saved record has ver >= 1.
+        if (
+            int.from_bytes(record[_VER_AT : _VER_AT + 8], "little", signed=True)
+            <= self.arr[row, VER]
+        ):
             return False
-        self.arr[row] = values
+        self.arr[row] = np.frombuffer(record, dtype="<i8")
         self.changes += 1
         self.changed_at[sku] = self.changes
         return True
