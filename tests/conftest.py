@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from atp_service.app import create_app
 from atp_service.config import Settings
 
-from .procs import KEYS, RedisProc, ServiceProc
+from .procs import KEYS, ErpSimProc, RedisProc, ServiceProc
 
 
 @pytest.fixture
@@ -76,3 +76,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=500)
     async with aiohttp.ClientSession(connector=connector) as session:
         yield session
+
+
+@pytest.fixture
+def erp_sims() -> Iterator[list[ErpSimProc]]:
+    """ERP simulators a test started (append to the list); stopped after the test."""
+    started: list[ErpSimProc] = []
+    yield started
+    for sim in started:
+        sim.stop()

@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from .procs import ADMIN, ErpSimProc, ServiceProc
 from .test_replicas import reserve
 
 SKUS = [f"SKU-{i:06d}" for i in range(1, 11)]
-
-
-@pytest.fixture
-def erp_sims() -> Iterator[list[ErpSimProc]]:
-    started: list[ErpSimProc] = []
-    yield started
-    for sim in started:
-        sim.stop()
 
 
 async def admin(http: aiohttp.ClientSession, erp: ErpSimProc, method: str, path: str,
