@@ -28,6 +28,7 @@ from .gateway import Gateway
 from .http.availability import Availability
 from .http.endpoint import (
     MAX_BODY,
+    AccessLog,
     Auth,
     endpoint,
     json_response,
@@ -35,10 +36,12 @@ from .http.endpoint import (
     not_found,
 )
 from .http.reservations import Reservations
+from .http.ui import Ui
 from .ingest import Ingest
 from .ledger import Ledger
 from .metrics import Metrics
 from .openapi import document as openapi_document
+from .status import Status
 from .store import Store, connect
 from .tailer import Tailer
 
@@ -58,6 +61,7 @@ class Service:
     gateway: Gateway | None = None
     feed: Feed | None = None
     transport: HttpTransport | None = None
+    status: Status | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -99,6 +103,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             metrics, lag_bound=settings.kafka_lag_bound,
             unreachable_after=settings.kafka_unreachable_after,
         )  # fmt: skip
+    svc.status = Status(store.client, settings, tailer, cache, svc.feed, svc.gateway)
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVICE] = svc
     _routes(app, svc)
@@ -122,6 +127,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
 
 def _routes(app: web.Application, svc: Service) -> None:
     auth = Auth(svc.settings.api_keys)
+    access = AccessLog() if svc.settings.access_log else None
     tailer = svc.tailer
     feed = svc.feed
 
@@ -153,6 +159,13 @@ def _routes(app: web.Application, svc: Service) -> None:
         body = generate_latest(svc.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    summary = svc.status
+
+    async def status(_r: web.Request, _k: ApiKey | None) -> web.Response:
+        assert summary is not None
+        return json_response(await summary.summary())
+
+    ui = Ui()
     spec = openapi_document()
 
     async def openapi(_r: web.Request, _k: ApiKey | None) -> web.Response:
@@ -171,6 +184,9 @@ def _routes(app: web.Application, svc: Service) -> None:
         ("DELETE", "/v1/reservations/{reservation_id}", "reservations.release",
          "reservations:write", res.release),
         ("POST", "/v1/events", "events.push", "events:write", res.events),
+        ("GET", "/v1/status", "status", "availability:read", status),
+        ("GET", "/ui/stock", "ui.page", None, ui.page),
+        ("GET", "/ui/static/{name}", "ui.static", None, ui.asset),
         ("GET", "/healthz", "healthz", None, healthz),
         ("GET", "/readyz", "readyz", None, readyz),
         ("GET", "/metrics", "metrics", None, metrics),
@@ -183,14 +199,16 @@ def _routes(app: web.Application, svc: Service) -> None:
         resource = app.router.add_resource(path)
         methods = {method for method, *_ in routes}
         for method, name, scope, handler in routes:
-            wrapped = endpoint(name, scope, auth, svc.metrics, handler)
+            wrapped = endpoint(name, scope, auth, svc.metrics, handler, access)
             resource.add_route(method, wrapped)
             if method == "GET":  # RFC 9110: HEAD wherever GET (aiohttp sends no body)
                 resource.add_route("HEAD", wrapped)
                 methods.add("HEAD")
         refuse = method_not_allowed(tuple(sorted(methods)))
-        resource.add_route("*", endpoint("other", None, auth, svc.metrics, refuse))
-    app.router.add_route("*", "/{tail:.*}", endpoint("other", None, auth, svc.metrics, not_found))
+        resource.add_route("*", endpoint("other", None, auth, svc.metrics, refuse, access))
+    app.router.add_route(
+        "*", "/{tail:.*}", endpoint("other", None, auth, svc.metrics, not_found, access)
+    )
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
@@ -242,6 +260,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         loops.append(("feed", svc.feed.run))
     if svc.gateway is not None:
         loops += [("gateway", svc.gateway.run), ("gateway-stats", svc.gateway.stats_loop)]
+    if svc.status is not None:
+        loops.append(("heartbeat", svc.status.run))
     svc.tasks = [asyncio.create_task(_supervised(name, run), name=name) for name, run in loops]
     yield
     await _cancel_all(svc.tasks)

@@ -69,6 +69,7 @@ class Settings:
     expiry_interval: float = 0.1
     stale_after: float = 2.0
     log_level: str = "info"
+    access_log: bool = False  # one JSON line per request on stderr (off: the hot path stays lean)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +121,7 @@ class Settings:
             expiry_interval=_positive_float("ATP_EXPIRY_INTERVAL", get("ATP_EXPIRY_INTERVAL"), 0.1),
             stale_after=_positive_float("ATP_STALE_AFTER", get("ATP_STALE_AFTER"), 2.0),
             log_level=(get("ATP_LOG_LEVEL") or "info").lower(),
+            access_log=_flag("ATP_ACCESS_LOG", get("ATP_ACCESS_LOG")),
         )
 
 
@@ -215,6 +217,17 @@ def _per_priority(
             raise ConfigError(f"{name}: {part!r} must be zero or positive")
         values[prio.strip()] = value
     return values
+
+
+def _flag(name: str, raw: str | None) -> bool:
+    if raw is None:
+        return False
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected 1 or 0")
 
 
 def _choice(name: str, raw: str | None, default: str, allowed: tuple[str, ...]) -> str:

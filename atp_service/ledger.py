@@ -147,23 +147,24 @@ class Ledger:
             )
         raise RuntimeError(f"unexpected reserve reply {tag!r}")
 
-    async def get(self, reservation_id: str) -> dict[str, Any]:
+    async def get(self, reservation_id: str, owner: str = "") -> dict[str, Any]:
+        """The reservation; another caller's (``owner`` set and different) reads as 404."""
         try:
             raw: dict[bytes, bytes] = await self.store.client.hgetall(
                 keys.reservation(reservation_id)
             )
         except (RedisError, OSError):
             raise Unavailable("shared state unreachable", retry_after=1) from None
-        if not raw:
+        if not raw or (owner and raw.get(b"owner", b"").decode() != owner):
             raise NotFound(f"reservation {reservation_id} not found")
         return view({k.decode(): v.decode() for k, v in raw.items()})
 
-    async def transition(self, reservation_id: str, action: str) -> dict[str, Any]:
+    async def transition(self, reservation_id: str, action: str, owner: str = "") -> dict[str, Any]:
         reply = await self.store.run(
             "transition",
             (keys.reservation(reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY, keys.SETTLE,
              *OUTBOX_KEYS, keys.ATTEMPTS),
-            (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN, self.cancel_delay_ms),
+            (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN, self.cancel_delay_ms, owner),
         )  # fmt: skip
         tag = reply[0]
         if tag == b"missing":

@@ -87,7 +87,8 @@ async def service(redis_proc: Any) -> AsyncIterator[TestClient]:  # type: ignore
 
 @pytest.fixture
 async def seeded(service: Any) -> Any:
-    """S1 at DC1 with 10 on hand, and reservation r-seed (a cart hold) holding 2 of it."""
+    """S1 at DC1 with 10 on hand, and reservation r-seed (a cart hold of test-write's)
+    holding 2 of it."""
     r = await service.post(
         "/v1/events", json={"events": [snapshot("S1", "DC1", 1, 10)]}, headers=ADMIN
     )
@@ -96,7 +97,7 @@ async def seeded(service: Any) -> Any:
         "/v1/reservations",
         json={"reservation_id": "r-seed", "priority": "sales", "hold_seconds": 14400,
               "lines": [{"sku": "S1", "location": "DC1", "qty": 2}]},
-        headers=ADMIN,
+        headers={"Authorization": "Bearer test-write"},  # owned by the writer key
     )  # fmt: skip
     assert r.status == 201, await r.text()
     return service
@@ -350,3 +351,33 @@ async def test_admin_scope_alone_reaches_no_data_route(redis_proc: Any) -> None:
             response = await call(client, method, path, body, bearer("ops"))
             problem = await assert_problem(response, 403, "forbidden")
             assert scope in problem["detail"]
+
+
+async def test_reservation_ids_are_scoped_to_the_calling_key(redis_proc: Any) -> None:
+    """Another caller's reservation id reads as unknown and cannot be reused or changed;
+    an admin key sees every reservation."""
+    keys_ = (
+        "alice:reservations:write,events:write;bob:reservations:write;ops:admin,reservations:write"
+    )
+    client = await start_app(redis_proc.url, ATP_API_KEYS=keys_)
+    try:
+        alice, bob = {"Authorization": "Bearer alice"}, {"Authorization": "Bearer bob"}
+        r = await client.post("/v1/events", json={"events": [snapshot("S1", "DC1", 1, 10)]},
+                              headers=alice)  # fmt: skip
+        assert r.status == 200
+        body = {"reservation_id": "shared-id", "priority": "checkout",
+                "lines": [{"sku": "S1", "location": "DC1", "qty": 1}]}  # fmt: skip
+        assert (await client.post("/v1/reservations", json=body, headers=alice)).status == 201
+        r = await client.post("/v1/reservations", json=body, headers=bob)
+        await assert_problem(r, 409, "idempotency-conflict")
+        for method, path in (("GET", "/v1/reservations/shared-id"),
+                             ("POST", "/v1/reservations/shared-id/commit"),
+                             ("DELETE", "/v1/reservations/shared-id")):  # fmt: skip
+            await assert_problem(await client.request(method, path, headers=bob), 404,
+                                 "not-found")  # fmt: skip
+        r = await client.get("/v1/reservations/shared-id", headers={"Authorization": "Bearer ops"})
+        assert r.status == 200 and (await r.json())["status"] == "confirmed"
+        r = await client.get("/v1/reservations/shared-id", headers=alice)
+        assert r.status == 200
+    finally:
+        await close_app(client)

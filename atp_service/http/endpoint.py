@@ -5,18 +5,28 @@ wrapped once at start-up instead: :func:`endpoint` checks the bearer key against
 scope, times the handler into the route histogram, and turns any error into RFC 9457 problem
 JSON. Routing misses become problems too: each resource ends with a ``*`` route answering
 405, and a final catch-all resource answers 404.
+
+Every response, problems included, carries ``X-Request-ID``: the caller's own when it is a sane
+token (:data:`REQUEST_ID_RE`), else a fresh random one: a header read, 64 random bits and a
+header write, ~0.3 µs a request (micro-benchmark in the issue 6 report). The access log
+(``ATP_ACCESS_LOG=1``: one JSON line per request, with the W3C ``traceparent`` trace id) is
+off by default; off, it costs the hot path one ``is None`` test.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from random import getrandbits
+from typing import Any, TextIO
 
 import orjson
 from aiohttp import web
+from multidict import istr
 
 from ..config import ApiKey
 from ..errors import (
@@ -34,6 +44,59 @@ from ..metrics import Metrics
 log = logging.getLogger("atp.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 8 * 1024 * 1024
+REQUEST_ID = istr("X-Request-ID")
+TRACEPARENT = istr("traceparent")
+# A caller's request id is kept when it is a plain token of at most 128 characters (no spaces,
+# quotes or control characters: it is echoed in a header and written to logs).
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
+# W3C Trace Context: version-traceid-parentid-flags; an all-zero trace id is invalid.
+TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def new_request_id() -> str:
+    """16 hex characters (64 random bits): unique enough to find one request in the logs."""
+    return getrandbits(64).to_bytes(8).hex()
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` header, or None when absent or malformed."""
+    if traceparent is None:
+        return None
+    match = TRACEPARENT_RE.fullmatch(traceparent.strip())
+    if match is None or match[1] == "0" * 32:
+        return None
+    return match[1]
+
+
+class AccessLog:
+    """One JSON object per request, one line each, on ``stream`` (stderr): method, route name,
+    path, status, duration, request id, trace id and the API key's *name*. Never the secret,
+    never a body."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+
+    def write(
+        self, request: web.Request, route: str, status: int, ns: int, rid: str,
+        key: ApiKey | None,
+    ) -> None:  # fmt: skip
+        now = time.time()
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + f".{int(now * 1000) % 1000:03d}Z",
+            "level": "info",
+            "logger": "atp.access",
+            "method": request.method,
+            "route": route,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(ns / 1e6, 3),
+            "request_id": rid,
+            "trace_id": trace_id(request.headers.get(TRACEPARENT)),
+            "key": key.name if key is not None else None,
+        }
+        stream = self.stream or sys.stderr
+        stream.write(orjson.dumps(entry).decode() + "\n")
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
@@ -101,13 +164,19 @@ class Auth:
 def endpoint(
     route: str, scope: str | None, auth: Auth, metrics: Metrics,
     handler: Callable[[web.Request, ApiKey | None], Awaitable[web.StreamResponse]],
+    access: AccessLog | None = None,
 ) -> Handler:  # fmt: skip
     observe = metrics.http.slot(route)
     problems = metrics.problems
     clock = time.perf_counter_ns
+    sane = REQUEST_ID_RE.fullmatch
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         started = clock()
+        rid = request.headers.get(REQUEST_ID)
+        if rid is None or sane(rid) is None:
+            rid = getrandbits(64).to_bytes(8).hex()  # new_request_id(), inlined: hot path
+        key = None
         try:
             key = auth.check(request, scope) if scope is not None else None
             response = await handler(request, key)
@@ -119,10 +188,14 @@ def endpoint(
             response = problem_response(request, error)
             problems.labels(str(error.status)).inc()
         except Exception:
-            log.exception("unhandled error on %s", route)
+            log.exception("unhandled error on %s (request %s)", route, rid)
             response = problem_response(request, AtpError("unexpected error; it was logged"))
             problems.labels("500").inc()
-        observe(clock() - started)
+        took = clock() - started
+        observe(took)
+        response.headers[REQUEST_ID] = rid
+        if access is not None:
+            access.write(request, route, response.status, took, rid, key)
         return response
 
     return wrapped

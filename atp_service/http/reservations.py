@@ -20,6 +20,17 @@ def _rid(request: web.Request) -> str:
     return rid
 
 
+def owner_of(key: ApiKey | None) -> str:
+    """Reservation ids are scoped to the calling key: its stable id (a digest prefix, never
+    the secret, and unchanged when ATP_API_KEYS is reordered)."""
+    return key.digest[:16] if key else ""
+
+
+def viewer(key: ApiKey | None) -> str:
+    """Whose reservations a key may read and change: its own; an ``admin`` key, all ('')."""
+    return "" if key is None or key.allows("admin") else owner_of(key)
+
+
 class Reservations:
     def __init__(self, ledger: Ledger, ingest: Ingest, metrics: Metrics) -> None:
         self.ledger = ledger
@@ -30,26 +41,28 @@ class Reservations:
         req = decode.reservation_request(await read_json(request))
         counter = self.metrics.reservations
         try:
-            created, state = await self.ledger.reserve(req, key.name if key else "")
+            created, state = await self.ledger.reserve(req, owner_of(key))
         except Exception as exc:
             counter.labels(req.priority, getattr(exc, "slug", "error")).inc()
             raise
         counter.labels(req.priority, "created" if created else "replayed").inc()
         return json_response(state, status=201 if created else 200)
 
-    async def get(self, request: web.Request, _key: ApiKey | None) -> web.Response:
-        return json_response(await self.ledger.get(_rid(request)))
+    async def get(self, request: web.Request, key: ApiKey | None) -> web.Response:
+        return json_response(await self.ledger.get(_rid(request), viewer(key)))
 
-    async def commit(self, request: web.Request, _key: ApiKey | None) -> web.Response:
-        return json_response(await self._transition(request, "commit"))
+    async def commit(self, request: web.Request, key: ApiKey | None) -> web.Response:
+        return json_response(await self._transition(request, "commit", key))
 
-    async def release(self, request: web.Request, _key: ApiKey | None) -> web.Response:
-        return json_response(await self._transition(request, "release"))
+    async def release(self, request: web.Request, key: ApiKey | None) -> web.Response:
+        return json_response(await self._transition(request, "release", key))
 
-    async def _transition(self, request: web.Request, action: str) -> dict[str, object]:
+    async def _transition(
+        self, request: web.Request, action: str, key: ApiKey | None
+    ) -> dict[str, object]:
         rid = _rid(request)
         try:
-            state = await self.ledger.transition(rid, action)
+            state = await self.ledger.transition(rid, action, viewer(key))
         except Exception as exc:
             self.metrics.transitions.labels(action, getattr(exc, "slug", "error")).inc()
             raise

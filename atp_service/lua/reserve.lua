@@ -12,7 +12,10 @@
 -- reservation already written and answers 'exists' instead of holding twice.
 local res = KEYS[1]
 if redis.call('EXISTS', res) == 1 then
-  if redis.call('HGET', res, 'fp') ~= ARGV[2] then return {'conflict'} end
+  -- Ids are scoped to the calling key: another caller's id is never shown or reused.
+  if redis.call('HGET', res, 'fp') ~= ARGV[2] or redis.call('HGET', res, 'owner') ~= ARGV[9] then
+    return {'conflict'}
+  end
   local out = {'exists'}
   for _, v in ipairs(redis.call('HGETALL', res)) do out[#out + 1] = v end
   return out

@@ -7,10 +7,12 @@
 -- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 EXPIRY, 5 SETTLE,
 --       6..8 OUTBOX(checkout, sales, background), 9 ATTEMPTS
 -- ARGV: 1 action ('commit'|'release'|'expire'), 2 now_ms, 3 mode ('standalone'|'erp'),
---       4 stream maxlen, 5 cancel delay ms (the ERP call timeout)
+--       4 stream maxlen, 5 cancel delay ms (the ERP call timeout),
+--       6 owner ('' = any: an admin key, or the service itself)
 -- Returns {'missing'} | {'not_committable', <fields>} | {'ok', <fields>, '', key, record, ...}
 local res = KEYS[1]
 if redis.call('EXISTS', res) == 0 then return {'missing'} end
+if ARGV[6] ~= '' and redis.call('HGET', res, 'owner') ~= ARGV[6] then return {'missing'} end
 local action, now, erp = ARGV[1], tonumber(ARGV[2]), ARGV[3] == 'erp'
 local status = redis.call('HGET', res, 'status')
 local cart = tonumber(redis.call('HGET', res, 'hold')) > 0
