@@ -20,7 +20,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -41,7 +41,34 @@ from .store import OUTBOX_KEYS, Store
 log = logging.getLogger("atp.gateway")
 
 POLL = 0.02  # seconds between looks at an empty outbox
-INTERVAL_MARGIN = 1.02  # spacing a little wider than 1/rate: network jitter must not bunch calls
+INTERVAL_MARGIN = 1.05  # spacing a little wider than 1/rate: jitter must not bunch calls
+
+
+class SendPacer:
+    """This replica's own calls leave at least ``interval`` apart *when they are sent*.
+
+    The shared pace in Redis spaces the claims; between claim and send a replica reads the
+    reservation and its loop may be busy, so two claims 21 ms apart could leave 3 ms apart and
+    a strict ERP (a token bucket with a burst of 1) would answer 429, pausing every replica
+    for Retry-After. Spacing the sends again locally closes that gap."""
+
+    def __init__(
+        self,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.sleep = sleep
+        self.next_at = 0.0
+
+    async def wait(self) -> None:
+        now = self.clock()
+        at = max(now, self.next_at)
+        self.next_at = at + self.interval
+        if at > now:
+            await self.sleep(at - now)
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -71,6 +98,7 @@ class Gateway:
         self.breaker = breaker or Breaker()
         self.clock = clock
         self.interval_ms = 1000.0 / settings.erp_rate * INTERVAL_MARGIN
+        self.pacer = SendPacer(self.interval_ms / 1000)
         self.lease_ms = int((settings.erp_timeout + 10) * 1000)
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -126,6 +154,7 @@ class Gateway:
         row = locs.get(location) if locs else None
         if row is None or not self.cache.row(row)[FLAGS] & FLAG_GAP:
             return Outcome("done"), False  # healed meanwhile by the missing event or a snapshot
+        await self.pacer.wait()
         reply = await self.transport.send("GET", f"/inventory/{sku}/{location}", None, {})
         if reply.status != 200:
             return classify("g:" + key, reply), True
@@ -163,9 +192,11 @@ class Gateway:
             ]
             body = {"reservation_id": ident, "priority": fields[b"priority"].decode(),
                     "lines": lines}  # fmt: skip
+            await self.pacer.wait()
             reply = await self.transport.send("POST", "/reservations", body, headers)
             outcome = classify(member, reply, lines)
         else:
+            await self.pacer.wait()
             reply = await self.transport.send("DELETE", f"/reservations/{ident}", None, headers)
             outcome = classify(member, reply)
         self.metrics.erp_calls.labels(member[0], outcome.kind).inc()

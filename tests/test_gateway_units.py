@@ -82,3 +82,20 @@ def test_classify_needs_the_lines_sent_with_a_reserve_call() -> None:
 
     with pytest.raises(ValueError):
         classify("r:1", Reply(200, {"status": "confirmed", "lines": []}))
+
+
+async def test_send_pacer_spaces_this_replicas_sends() -> None:
+    from atp_service.gateway import SendPacer
+
+    now = [100.0]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+
+    pacer = SendPacer(0.02, clock=lambda: now[0], sleep=fake_sleep)
+    await pacer.wait()  # first call: at once
+    await pacer.wait()  # claimed back to back: held 20 ms
+    now[0] += 0.5
+    await pacer.wait()  # long after: at once again
+    assert slept == [0.02]
