@@ -103,7 +103,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             metrics, lag_bound=settings.kafka_lag_bound,
             unreachable_after=settings.kafka_unreachable_after,
         )  # fmt: skip
-    svc.status = Status(store.client, settings, tailer, cache, svc.feed, svc.gateway)
+    svc.status = Status(store.client, settings, tailer, cache, svc.feed, svc.gateway, metrics)
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVICE] = svc
     _routes(app, svc)
@@ -160,9 +160,9 @@ def _routes(app: web.Application, svc: Service) -> None:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     summary = svc.status
+    assert summary is not None  # create_app builds it
 
     async def status(_r: web.Request, _k: ApiKey | None) -> web.Response:
-        assert summary is not None
         return json_response(await summary.summary())
 
     ui = Ui()

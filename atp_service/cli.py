@@ -1,4 +1,5 @@
-"""``atp-service``: the command line (serve; more commands in later issues)."""
+"""``atp-service``: the command line (serve, erp-sim, and the operator commands of
+:mod:`atp_service.ops_cli`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import uvloop
 from aiohttp import web
 
+from . import ops_cli
 from .app import create_app
 from .config import ConfigError, Settings
 from .erpsim import config as erpsim_config
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         description="A simulated ERP: the reservation API, stock ledger and inventory events.",
     )
     erpsim_config.add_arguments(erp_sim)
+    ops_cli.add_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "erp-sim":
         return erpsim_launch.main(args)
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atp-service: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    if args.command in ops_cli.COMMANDS:
+        return ops_cli.main(args, settings)
     if args.command == "serve":
         uvloop.run(_serve(settings))
     return 0

@@ -107,6 +107,14 @@ def _bool(description: str, example: bool) -> Json:
     return {"type": "boolean", "description": description, "example": example}
 
 
+def _number(description: str, example: float, nullable: bool = False) -> Json:
+    schema: Json = {"type": "number", "format": "double", "minimum": 0, "description": description}
+    if nullable:
+        schema["nullable"] = True
+    schema["example"] = example
+    return schema
+
+
 def _array(item: Json, description: str, lo: int | None = None, hi: int | None = None) -> Json:
     schema: Json = {"type": "array", "description": description, "items": item}
     if lo is not None:
@@ -196,6 +204,24 @@ EX_METRICS = (
     "# TYPE atp_cache_keys gauge\n"
     "atp_cache_keys 125000.0\n"
 )
+EX_STATUS_QUEUE = {"length": 12, "oldest_seconds": 0.8}
+EX_STATUS: Json = {
+    "status": "ok",
+    "reasons": [],
+    "generated_at": "2026-11-22T10:05:00Z",
+    "replica": {"id": "atp-7f9c:1", "version": "0.1.0", "started_at": "2026-11-22T08:00:00Z",
+                "uptime_seconds": 7500.2},
+    "cache": {"keys": 125000, "ready": True, "fresh": True, "age_seconds": 0.12},
+    "feed": {"topic": "erp.inventory.v1", "lag": 3, "joined": True, "event_age_seconds": 0.4,
+             "broker_reachable": True},
+    "erp": {"mode": "erp", "rate": 50.0, "breaker": "closed",
+            "queues": {"checkout": EX_STATUS_QUEUE, "sales": {"length": 40, "oldest_seconds": 2.5},
+                       "background": {"length": 0, "oldest_seconds": 0.0}},
+            "inflight": 4},
+    "replicas_seen": 3,
+    "groups": {"EAST": ["DC1", "ST1"]},
+    "low_stock": 5,
+}  # fmt: skip
 EX_DOCUMENT = {
     "openapi": "3.0.3",
     "info": {"title": "ATP service", "version": "1.0.0"},
@@ -546,6 +572,142 @@ def _schemas() -> Json:
             ["openapi", "info", "paths"],
             EX_DOCUMENT,
             additionalProperties=True,
+        ),
+        **_status_schemas(),
+    }
+
+
+def _status_schemas() -> Json:
+    """The ``GET /v1/status`` summary. Figures read from Redis are null when Redis did not
+    answer in time (the summary then says ``degraded``)."""
+    unread = " Null when Redis did not answer in time."
+    return {
+        "Status": _object(
+            "Business-level summary of this replica and the service around it.",
+            {
+                "status": _enum(
+                    "`degraded` when Redis did not answer, the cache is cold or behind, the "
+                    "Kafka feed is behind or away, or this replica's ERP breaker is not closed.",
+                    ["ok", "degraded"],
+                    "ok",
+                ),
+                "reasons": _array(
+                    _str("One reason.", "cache is warming up"), "Why it is degraded (empty: ok)."
+                ),
+                "generated_at": _time("When this summary was made.", "2026-11-22T10:05:00Z"),
+                "replica": _ref("StatusReplica"),
+                "cache": _ref("StatusCache"),
+                "feed": _ref("StatusFeed"),
+                "erp": _ref("StatusErp"),
+                "replicas_seen": _int(
+                    "Replicas whose heartbeat Redis saw in the last 10 s." + unread, 3, 0
+                )
+                | {"nullable": True},
+                "groups": {
+                    "type": "object",
+                    "description": "Configured location groups (ATP_LOCATION_GROUPS): name -> "
+                    "locations.",
+                    "additionalProperties": _array(_id(_LOC, "DC1"), "The group's locations."),
+                    "example": {"EAST": ["DC1", "ST1"]},
+                },
+                "low_stock": _int("ATP at or below which a location reads `low_stock`.", 5, 0),
+            },
+            [
+                "status",
+                "reasons",
+                "generated_at",
+                "replica",
+                "cache",
+                "feed",
+                "erp",
+                "replicas_seen",
+                "groups",
+                "low_stock",
+            ],
+            EX_STATUS,
+        ),
+        "StatusReplica": _object(
+            "The replica that answered.",
+            {
+                "id": _str("Replica id (host:pid).", "atp-7f9c:1"),
+                "version": _str("Service version.", "0.1.0"),
+                "started_at": _time("When the replica started.", "2026-11-22T08:00:00Z"),
+                "uptime_seconds": _number("Seconds since start.", 7500.2),
+            },
+            ["id", "version", "started_at", "uptime_seconds"],
+            EX_STATUS["replica"],
+        ),
+        "StatusCache": _object(
+            "This replica's in-memory cache of the shared state.",
+            {
+                "keys": _int("(sku, location) keys cached.", 125000, 0),
+                "ready": _bool("The first full load is done.", True),
+                "fresh": _bool("The change stream was read within ATP_STALE_AFTER.", True),
+                "age_seconds": _number(
+                    "Seconds since the last successful read of the change stream (null "
+                    "before the first).",
+                    0.12,
+                    nullable=True,
+                ),
+            },
+            ["keys", "ready", "fresh", "age_seconds"],
+            EX_STATUS["cache"],
+        ),
+        "StatusFeed": _object(
+            "This replica's Kafka consumer; null when ATP_KAFKA_BOOTSTRAP is unset.",
+            {
+                "topic": _str("The ERP inventory topic.", "erp.inventory.v1"),
+                "lag": _int("Records between the consumer and the partition ends.", 3, 0),
+                "joined": _bool("The consumer has its partitions.", True),
+                "event_age_seconds": _number(
+                    "Age of the newest applied record (null before the first).",
+                    0.4,
+                    nullable=True,
+                ),
+                "broker_reachable": _bool(
+                    "The broker answered within ATP_KAFKA_UNREACHABLE_AFTER.", True
+                ),
+            },
+            ["topic", "lag", "joined", "event_age_seconds", "broker_reachable"],
+            EX_STATUS["feed"],
+            nullable=True,
+        ),
+        "StatusErp": _object(
+            "The ERP side: mode, pace, this replica's breaker and the shared outbox.",
+            {
+                "mode": _enum(
+                    "`standalone`: no ATP_ERP_URL, reservations are confirmed locally.",
+                    ["standalone", "erp"],
+                    "erp",
+                ),
+                "rate": _number("ATP_ERP_RATE: most ERP calls per second, all replicas.", 50.0),
+                "breaker": _enum(
+                    "This replica's ERP circuit breaker.",
+                    ["closed", "open", "half_open"],
+                    "closed",
+                ),
+                "queues": _ref("StatusQueues"),
+                "inflight": _int("ERP calls in flight (all replicas)." + unread, 4, 0)
+                | {"nullable": True},
+            },
+            ["mode", "rate", "breaker", "queues", "inflight"],
+            EX_STATUS["erp"],
+        ),
+        "StatusQueues": _object(
+            "The ERP outbox per priority (all replicas)." + unread,
+            {p: _ref("StatusQueue") for p in PRIORITIES},
+            list(PRIORITIES),
+            EX_STATUS["erp"]["queues"],
+            nullable=True,
+        ),
+        "StatusQueue": _object(
+            "One priority's ERP outbox.",
+            {
+                "length": _int("Entries waiting.", 12, 0),
+                "oldest_seconds": _number("Age of the oldest waiting entry (0 if none).", 0.8),
+            },
+            ["length", "oldest_seconds"],
+            EX_STATUS_QUEUE,
         ),
     }
 
@@ -925,6 +1087,23 @@ def _paths() -> Json:
                     **_unavailable("/v1/events", redis_down),
                 },
                 body=("EventBatch", EX_EVENTS, "The events."),
+            ),
+        },
+        "/v1/status": {
+            "get": _op(
+                "getStatus",
+                "Operations",
+                "Service status summary",
+                "A summary for people and the stock page: this replica (cache freshness, "
+                "data age), the Kafka feed, the ERP side (mode, breaker, outbox per priority), "
+                "the replicas seen in the last 10 s and the configured location groups. Never "
+                "a 503: when Redis does not answer within 0.5 s it says what this replica "
+                "knows, with `status` `degraded` and the Redis figures null.",
+                read,
+                {
+                    "200": _ok("The summary.", "Status", EX_STATUS),
+                    **_auth_errors("/v1/status", read),
+                },
             ),
         },
         "/healthz": {

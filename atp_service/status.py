@@ -1,16 +1,20 @@
 """What ``GET /v1/status`` tells people: a business-level summary of this replica and the
 service around it, and the heartbeat that lets every replica count its peers.
 
-Each replica writes ``atp:replicas`` (hash: replica id -> Redis time in ms) every
-``BEAT_SECONDS``; the summary counts the replicas seen in the last ``SEEN_SECONDS``. Both sides
-use Redis's own clock (``TIME``), so clock skew between hosts cannot hide or invent a replica.
-A replica removes its own field on a clean stop; fields older than ``FORGET_SECONDS`` (a replica
-killed long ago) are removed by whichever replica notices them.
+Every ``BEAT_SECONDS`` each replica re-sets its key ``atp:replica:<id>`` with a time to live of
+``SEEN_SECONDS`` and keeps its id in the set ``atp:replicas``; the replicas seen in the last
+``SEEN_SECONDS`` are the members whose key still exists. Redis's own expiry does the "last 10 s"
+(no clock comparison between hosts), and a beat changes no stored *value* (the key holds this
+replica's start time, and a TTL is not part of a DUMP), so tests that fingerprint the keyspace
+to prove a request wrote nothing are not disturbed by it. A hash of last-seen times would
+change every 2 s, and per-field expiry (HEXPIRE) needs Redis 7.4. A replica leaves the set on a
+clean stop; members whose key expired (a replica killed) are removed by whichever replica
+notices. The beat's round trip is also a Redis latency probe (``atp_redis_roundtrip_seconds``).
 
-The summary never waits long for Redis: the queue figures, heartbeat count and Redis clock come
-in one pipeline under ``timeout`` seconds; if Redis does not answer in time the summary says
-what this replica knows from memory, with ``status: degraded`` and the figures it could not read
-as null.
+The summary never waits long for Redis: queue figures, the replica count and Redis's clock come
+in two pipelined round trips under ``timeout`` seconds; if Redis does not answer in time the
+summary says what this replica knows from memory, with ``status: degraded`` and the figures it
+could not read as null.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -33,15 +38,18 @@ from .cache import Cache
 from .config import PRIORITIES, Settings
 from .feed import Feed
 from .gateway import Gateway
+from .metrics import Metrics
 from .store import OUTBOX_KEYS
 from .tailer import Tailer
 
 log = logging.getLogger("atp.status")
 
-REPLICAS = keys.PREFIX + "replicas"  # hash replica id -> last heartbeat (Redis ms)
+REPLICAS = keys.PREFIX + "replicas"  # set of replica ids
+REPLICA = (
+    keys.PREFIX + "replica:"
+)  # + id: string (start time, ms), expires SEEN_SECONDS after a beat
 BEAT_SECONDS = 2.0
 SEEN_SECONDS = 10.0
-FORGET_SECONDS = 3600.0
 TIMEOUT = 0.5  # seconds the summary waits for Redis
 
 
@@ -70,6 +78,7 @@ class Status:
         cache: Cache,
         feed: Feed | None = None,
         gateway: Gateway | None = None,
+        metrics: Metrics | None = None,
         replica_id: str | None = None,
         timeout: float = TIMEOUT,
         wall: Callable[[], float] = time.time,
@@ -81,7 +90,9 @@ class Status:
         self.cache = cache
         self.feed = feed
         self.gateway = gateway
-        self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.replica_id = replica_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+        )
         self.timeout = timeout
         self.wall = wall
         self.clock = clock
@@ -90,20 +101,37 @@ class Status:
         self.version = _version()
         self.groups: Mapping[str, tuple[str, ...]] = settings.location_groups
         self.beats = 0
+        self.roundtrip = 0.0  # seconds the last heartbeat's TIME call took
+        if metrics is not None:
+            # Declared here, next to what it measures (like the cache gauges in app.py).
+            metrics.live(
+                lambda: {
+                    "atp_redis_roundtrip_seconds": (
+                        "Round trip of this replica's last Redis heartbeat (every 2 s)",
+                        self.roundtrip,
+                    ),
+                }
+            )
 
     # -- heartbeat ---------------------------------------------------------------------------
 
     async def beat(self) -> None:
-        """Write this replica's heartbeat; now and then forget replicas gone for long."""
-        now_ms = _redis_ms(await self.client.time())
-        await self.client.hset(REPLICAS, self.replica_id, now_ms)
+        """Say "alive" for the next SEEN_SECONDS; now and then forget replicas that are gone."""
+        started = time.perf_counter()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(
+            REPLICA + self.replica_id, int(self.started_wall * 1000), px=int(SEEN_SECONDS * 1000)
+        )
+        pipe.sadd(REPLICAS, self.replica_id)
+        await pipe.execute()
+        self.roundtrip = time.perf_counter() - started
         self.beats += 1
-        if self.beats % 30 == 1:
-            seen: dict[bytes, bytes] = await self.client.hgetall(REPLICAS)
-            cutoff = now_ms - FORGET_SECONDS * 1000
-            gone = [name for name, ms in seen.items() if int(ms) < cutoff]
+        if self.beats % 15 == 1:
+            ids = sorted(await self.client.smembers(REPLICAS))
+            alive = await self.client.mget([REPLICA.encode() + i for i in ids]) if ids else []
+            gone = [i for i, seen in zip(ids, alive, strict=True) if seen is None]
             if gone:
-                await self.client.hdel(REPLICAS, *gone)
+                await self.client.srem(REPLICAS, *gone)
 
     async def run(self) -> None:
         """The heartbeat loop (a background task of the app)."""
@@ -117,13 +145,16 @@ class Status:
         except asyncio.CancelledError:
             # A clean stop: leave the count at once instead of after SEEN_SECONDS.
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(self.client.hdel(REPLICAS, self.replica_id), 0.5)
+                pipe = self.client.pipeline(transaction=False)
+                pipe.delete(REPLICA + self.replica_id)
+                pipe.srem(REPLICAS, self.replica_id)
+                await asyncio.wait_for(pipe.execute(), 0.5)
             raise
 
     # -- the summary -------------------------------------------------------------------------
 
     async def _shared(self) -> dict[str, Any] | None:
-        """Queue figures and the heartbeat count from Redis in one round trip, or None."""
+        """Queue figures and the replica count from Redis, or None if it did not answer."""
         try:
             async with asyncio.timeout(self.timeout):
                 pipe = self.client.pipeline(transaction=False)
@@ -132,8 +163,10 @@ class Status:
                     pipe.zcard(box)
                     pipe.zrange(box, 0, 0, withscores=True)
                 pipe.zcard(keys.INFLIGHT)
-                pipe.hgetall(REPLICAS)
+                pipe.smembers(REPLICAS)
                 result = await pipe.execute()
+                ids = list(result[-1])
+                alive = await self.client.mget([REPLICA.encode() + i for i in ids]) if ids else []
         except (RedisError, OSError, TimeoutError) as exc:
             log.debug("status: redis did not answer: %s", exc.__class__.__name__)
             return None
@@ -143,8 +176,7 @@ class Status:
             length, head = result[1 + 2 * i], result[2 + 2 * i]
             oldest = max(0.0, (now_ms - head[0][1]) / 1000) if head else 0.0
             queues[prio] = {"length": int(length), "oldest_seconds": round(oldest, 3)}
-        since = now_ms - SEEN_SECONDS * 1000
-        seen = sum(1 for ms in result[-1].values() if int(ms) >= since)
+        seen = sum(1 for value in alive if value is not None)
         return {"queues": queues, "inflight": int(result[-2]), "replicas_seen": seen}
 
     def _feed(self) -> dict[str, Any] | None:

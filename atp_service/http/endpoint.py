@@ -7,10 +7,11 @@ JSON. Routing misses become problems too: each resource ends with a ``*`` route 
 405, and a final catch-all resource answers 404.
 
 Every response, problems included, carries ``X-Request-ID``: the caller's own when it is a sane
-token (:data:`REQUEST_ID_RE`), else a fresh random one: a header read, 64 random bits and a
-header write, ~0.3 µs a request (micro-benchmark in the issue 6 report). The access log
-(``ATP_ACCESS_LOG=1``: one JSON line per request, with the W3C ``traceparent`` trace id) is
-off by default; off, it costs the hot path one ``is None`` test.
+token (:data:`REQUEST_ID_RE`), else a fresh random one. Measured: a header read (~50 ns), 64
+random bits as hex (~140 ns) or the caller's id checked (~120 ns), a header write (~60 ns): about
+0.25 µs, and an A/B of the whole wrapper is within run-to-run noise (0 to +0.15 µs). The
+access log (``ATP_ACCESS_LOG=1``: one JSON line per request, with the W3C ``traceparent``
+trace id) costs ~3 µs a request, so it is opt-in; off, the hot path pays one ``is None`` test.
 """
 
 from __future__ import annotations

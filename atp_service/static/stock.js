@@ -109,8 +109,9 @@
       429: "The service is busy; try again in a moment.",
       503: "The service is starting up or cannot reach its data; try again in a moment.",
     };
-    const head = err.status ? err.status + " " : "";
-    return head + err.message + (hints[err.status] ? " " + hints[err.status] : "");
+    const head = (err.status ? err.status + " " : "") + err.message;
+    const sentence = /[.!?]$/.test(head) ? head : head + ".";
+    return sentence + (hints[err.status] ? " " + hints[err.status] : "");
   }
 
   function renderService(status) {
