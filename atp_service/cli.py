@@ -7,12 +7,13 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 
 import uvloop
 from aiohttp import web
 
-from . import ops_cli
+from . import keytool, ops_cli
 from .app import create_app
 from .config import ConfigError, Settings
 from .erpsim import config as erpsim_config
@@ -22,14 +23,28 @@ from .logs import setup_logging
 log = logging.getLogger("atp.cli")
 
 
-async def _serve(settings: Settings) -> None:
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The listener's TLS context from ATP_TLS_CERT / ATP_TLS_KEY (TLS 1.2 and up, the
+    standard library's server defaults), or None for plain HTTP."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def _serve(settings: Settings, tls: ssl.SSLContext | None = None) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=1024)
+    site = web.TCPSite(
+        runner, settings.http_host, settings.http_port, backlog=1024, ssl_context=tls
+    )
     await site.start()
     addr = runner.addresses[0] if runner.addresses else (settings.http_host, settings.http_port)
-    log.info("atp-service listening on http://%s:%s", addr[0], addr[1])
+    scheme = "https" if tls is not None else "http"
+    log.info("atp-service listening on %s://%s:%s", scheme, addr[0], addr[1])
     if settings.dev_key:
         print(f"dev API key (all scopes; set ATP_API_KEYS in production): {settings.dev_key}",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -53,9 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     erpsim_config.add_arguments(erp_sim)
     ops_cli.add_commands(sub)
+    hash_key = sub.add_parser(
+        "hash-key",
+        help="make an ATP_API_KEYS entry that stores only the SHA-256 of a secret",
+        description=keytool.DESCRIPTION,
+    )
+    keytool.add_arguments(hash_key)
     args = parser.parse_args(argv)
     if args.command == "erp-sim":
         return erpsim_launch.main(args)
+    if args.command == "hash-key":
+        return keytool.main(args)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -65,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ops_cli.COMMANDS:
         return ops_cli.main(args, settings)
     if args.command == "serve":
-        uvloop.run(_serve(settings))
+        try:
+            tls = _tls_context(settings)
+        except (ssl.SSLError, OSError) as exc:
+            print(f"atp-service: configuration error: ATP_TLS_CERT/ATP_TLS_KEY: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        uvloop.run(_serve(settings, tls))
     return 0
 
 

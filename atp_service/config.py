@@ -70,6 +70,9 @@ class Settings:
     stale_after: float = 2.0
     log_level: str = "info"
     access_log: bool = False  # one JSON line per request on stderr (off: the hot path stays lean)
+    # Direct TLS on the listener (both or neither); unset = plain HTTP behind a TLS proxy.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +125,8 @@ class Settings:
             stale_after=_positive_float("ATP_STALE_AFTER", get("ATP_STALE_AFTER"), 2.0),
             log_level=(get("ATP_LOG_LEVEL") or "info").lower(),
             access_log=_flag("ATP_ACCESS_LOG", get("ATP_ACCESS_LOG")),
+            tls_cert=_tls_file("ATP_TLS_CERT", get("ATP_TLS_CERT"), get("ATP_TLS_KEY")),
+            tls_key=_tls_file("ATP_TLS_KEY", get("ATP_TLS_KEY"), get("ATP_TLS_CERT")),
         )
 
 
@@ -228,6 +233,19 @@ def _flag(name: str, raw: str | None) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r}: expected 1 or 0")
+
+
+def _tls_file(name: str, raw: str | None, other: str | None) -> Path | None:
+    """``ATP_TLS_CERT`` (PEM chain) / ``ATP_TLS_KEY`` (PEM private key): both or neither, each
+    a readable file, so a typo fails at start-up rather than at the first handshake."""
+    if (raw is None) != (other is None):
+        raise ConfigError("ATP_TLS_CERT and ATP_TLS_KEY go together: set both or neither")
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ConfigError(f"{name}={raw!r} is not a readable file")
+    return path
 
 
 def _choice(name: str, raw: str | None, default: str, allowed: tuple[str, ...]) -> str:
