@@ -47,6 +47,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 8 * 1024 * 1024
 REQUEST_ID = istr("X-Request-ID")
 TRACEPARENT = istr("traceparent")
+SERVER = istr("Server")
+# Replaces aiohttp's default "Python/3.x aiohttp/3.y": versions help an attacker, not a client.
+SERVER_NAME = "atp-service"
 # A caller's request id is kept when it is a plain token of at most 128 characters (no spaces,
 # quotes or control characters: it is echoed in a header and written to logs).
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
@@ -194,7 +197,9 @@ def endpoint(
             problems.labels("500").inc()
         took = clock() - started
         observe(took)
-        response.headers[REQUEST_ID] = rid
+        headers = response.headers
+        headers[REQUEST_ID] = rid
+        headers[SERVER] = SERVER_NAME
         if access is not None:
             access.write(request, route, response.status, took, rid, key)
         return response
