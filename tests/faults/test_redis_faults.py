@@ -1,88 +1,112 @@
-"""Redis killed (kill -9) and restarted in the middle of reservation load: every reservation
-answered 201 survives, and the stock held equals exactly the reservations stored (a redis-py
-retry or a reconnect never applies a write twice); lookups keep answering from memory."""
+"""Redis away in the middle of reservation load: frozen (SIGSTOP) for a few seconds, or killed
+(kill -9) and restarted. Every reservation answered 201 survives; the stock held equals exactly
+the reservations stored (a redis-py retry or a reconnect never applies a write twice); while
+Redis is away reservations fail fast with a 503 problem and lookups keep answering from
+memory."""
 
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
-
-from atp_service import keys
-from atp_service.inventory import PENDING, RECORD_FORMAT
 
 from ..procs import ADMIN, RedisProc, snapshot
 from ..test_replicas import push
+from .load import Seen, assert_nothing_lost_nothing_doubled, lookups, reservations, stored_state
+from .report import FaultRecord
+
+LINE = [{"sku": "Z", "location": "DC1", "qty": 2}]
+
+
+async def _run(http: aiohttp.ClientSession, svc: Any, rec: FaultRecord, seen: Seen,
+               seconds: float, chaos: Any) -> None:  # fmt: skip
+    until = time.monotonic() + seconds
+    await asyncio.gather(
+        *(reservations(http, svc, LINE, rec, seen, until, f"z{n}") for n in range(16)),
+        lookups(http, svc, "Z", rec, seen, until),
+        chaos(),
+    )
+
+
+def _first_201_after(rec: FaultRecord, at: float) -> float | None:
+    ok = sorted(t for t, _, good in rec.samples["reserve"] if good and t > at)
+    return ok[0] if ok else None
+
+
+async def _retry_unanswered(http: aiohttp.ClientSession, svc: Any, seen: Seen,
+                            stored: Callable[[str], bool]) -> None:  # fmt: skip
+    """A reservation whose answer was lost exists whole or not at all: retrying is
+    idempotent (200 if it ran, 201 now if it did not)."""
+    unknown = [rid for rid, s in seen.answers.items() if s not in (201, 409)][:20]
+    for rid in unknown:
+        body = {"reservation_id": rid, "priority": "checkout", "lines": LINE}
+        async with http.post(svc.url + "/v1/reservations", json=body, headers=ADMIN) as r:
+            assert r.status == (200 if stored(rid) else 201)
+
+
+async def test_redis_sigstop_during_reservation_load(
+    redis_proc: RedisProc, services, http: aiohttp.ClientSession, fault_report
+) -> None:  # type: ignore[no-untyped-def]
+    rec = fault_report("Redis frozen (SIGSTOP 4 s) during reservation load, 1 replica")
+    svc = services(ATP_STALE_AFTER="1")
+    await push(http, svc, snapshot("Z", "DC1", 1, 100_000))
+    seen = Seen()
+
+    async def chaos() -> None:
+        await asyncio.sleep(2.0)
+        redis_proc.pause()
+        rec.mark("start")
+        await asyncio.sleep(4.0)
+        redis_proc.resume()
+        rec.mark("end")
+
+    try:
+        await _run(http, svc, rec, seen, 10, chaos)
+    finally:
+        redis_proc.resume()
+    recovered = _first_201_after(rec, rec.marks["end"])
+    assert recovered is not None
+    rec.mark("recovered", recovered)
+    # Failing fast: the 503s came while Redis was frozen, each within the client deadline
+    # (the service's own Redis socket timeout is 2 s; nothing waited for the whole pause).
+    assert any(s == 503 for s in seen.answers.values())
+    assert seen.slowest_failure_ms < 6000, seen.slowest_failure_ms
+    # Lookups answered all along, from memory, and said stale while Redis was away.
+    assert any(rec.marks["start"] < t < rec.marks["end"] + 1 for t in seen.stale_at)
+    during = [ms for t, ms, _ in rec.samples["lookup"] if rec.phase_of(t) == "during"]
+    assert len(during) > 50 and sorted(during)[int(len(during) * 0.99)] < 100
+    await assert_nothing_lost_nothing_doubled(redis_proc.url, "Z|DC1", seen, 2, rec)
+    stored, _ = await stored_state(redis_proc.url, "Z|DC1")
+    await _retry_unanswered(http, svc, seen, stored.__contains__)
 
 
 async def test_redis_kill9_and_restart_during_reservation_load(
-    redis_proc: RedisProc, services, http: aiohttp.ClientSession
+    redis_proc: RedisProc, services, http: aiohttp.ClientSession, fault_report
 ) -> None:  # type: ignore[no-untyped-def]
+    rec = fault_report("Redis kill -9, restarted 1.5 s later from its AOF, during reservation load")
     svc = services()
     await push(http, svc, snapshot("Z", "DC1", 1, 100_000))
-    answers: dict[str, int] = {}
-    lookup_ms: list[float] = []
-    stop = time.monotonic() + 8
-
-    async def client(n: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            rid = f"z{n}-{i}"
-            i += 1
-            body = {"reservation_id": rid, "priority": "checkout",
-                    "lines": [{"sku": "Z", "location": "DC1", "qty": 2}]}  # fmt: skip
-            try:
-                async with http.post(svc.url + "/v1/reservations", json=body,
-                                     headers=ADMIN) as r:  # fmt: skip
-                    answers[rid] = r.status
-                    if r.status >= 500:
-                        assert r.status == 503, await r.text()
-                        assert (await r.json())["type"].endswith("/unavailable")
-                        await asyncio.sleep(0.05)
-            except aiohttp.ClientError:
-                answers[rid] = 0
-
-    async def lookups() -> None:
-        while time.monotonic() < stop:
-            t0 = time.perf_counter()
-            async with http.get(svc.url + "/v1/availability/Z", headers=ADMIN) as r:
-                assert r.status == 200
-            lookup_ms.append((time.perf_counter() - t0) * 1000)
-            await asyncio.sleep(0.01)
+    seen = Seen()
 
     async def chaos() -> None:
         await asyncio.sleep(2.5)
         redis_proc.kill9()
+        rec.mark("start")
         await asyncio.sleep(1.5)
         redis_proc.start()
+        rec.mark("end")
 
-    await asyncio.gather(*(client(n) for n in range(16)), lookups(), chaos())
-    accepted = [rid for rid, status in answers.items() if status == 201]
-    assert len(accepted) > 100
-    assert any(s == 503 for s in answers.values())  # the outage was really seen
-    assert sorted(lookup_ms)[int(len(lookup_ms) * 0.99)] < 100  # lookups kept answering
-
-    client_ = aioredis.Redis.from_url(redis_proc.url)
-    try:
-        stored = set()
-        async for key in client_.scan_iter(match=keys.RESERVATION + "*", count=1000):
-            stored.add(key.decode().removeprefix(keys.RESERVATION))
-        record = struct.unpack(RECORD_FORMAT, await client_.hget(keys.INV, "Z|DC1"))
-    finally:
-        await client_.aclose()
-    missing = [rid for rid in accepted if rid not in stored]
-    assert missing == []  # every 201 survived kill -9 of Redis
-    # Held stock is exactly the stored reservations: nothing applied twice, nothing half-done.
-    assert record[PENDING] == 2 * len(stored)
-    # A reservation whose answer was lost (503 / connection error) either exists whole or
-    # not at all; retrying it now is idempotent.
-    unknown = [rid for rid, s in answers.items() if s != 201 and s != 409][:20]
-    for rid in unknown:
-        body: dict[str, Any] = {"reservation_id": rid, "priority": "checkout",
-                                "lines": [{"sku": "Z", "location": "DC1", "qty": 2}]}  # fmt: skip
-        async with http.post(svc.url + "/v1/reservations", json=body, headers=ADMIN) as r:
-            assert r.status == (200 if rid in stored else 201)
+    await _run(http, svc, rec, seen, 8, chaos)
+    recovered = _first_201_after(rec, rec.marks["end"])
+    assert recovered is not None
+    rec.mark("recovered", recovered)
+    assert len(seen.accepted()) > 100
+    assert any(s == 503 for s in seen.answers.values())  # the outage was really seen
+    lookup_ms = sorted(ms for _, ms, _ in rec.samples["lookup"])
+    assert lookup_ms[int(len(lookup_ms) * 0.99)] < 100  # lookups kept answering
+    await assert_nothing_lost_nothing_doubled(redis_proc.url, "Z|DC1", seen, 2, rec)
+    stored, _ = await stored_state(redis_proc.url, "Z|DC1")
+    await _retry_unanswered(http, svc, seen, stored.__contains__)
