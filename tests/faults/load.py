@@ -49,15 +49,20 @@ async def lookups(http: aiohttp.ClientSession, svc: ServiceProc, sku: str, rec: 
 
 async def reservations(http: aiohttp.ClientSession, svc: ServiceProc, lines: list[dict[str, Any]],
                        rec: FaultRecord, seen: Seen, until: float, prefix: str,
-                       timeout: float = 10.0) -> None:  # fmt: skip
+                       timeout: float = 10.0, pause: float = 0.0,
+                       hold_every: int = 0) -> None:  # fmt: skip
     """One client reserving ``lines`` under fresh ids until ``until``. A failure must be a 503
-    problem (``.../unavailable``) answered within ``timeout``; it backs off 50 ms."""
+    problem (``.../unavailable``) answered within ``timeout``; it backs off 50 ms. Every
+    ``hold_every``-th one is a 1 s cart hold (ids ending ``-h``)."""
     i = 0
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     while time.monotonic() < until:
-        rid = f"{prefix}-{i}"
+        hold = hold_every > 0 and i % hold_every == 0
+        rid = f"{prefix}-{i}" + ("-h" if hold else "")
         i += 1
-        body = {"reservation_id": rid, "priority": "checkout", "lines": lines}
+        body: dict[str, Any] = {"reservation_id": rid, "priority": "checkout", "lines": lines}
+        if hold:
+            body["hold_seconds"] = 1
         started, t0 = time.monotonic(), time.perf_counter()
         status = 0
         try:
@@ -78,6 +83,8 @@ async def reservations(http: aiohttp.ClientSession, svc: ServiceProc, lines: lis
         if status not in (201, 409):
             seen.slowest_failure_ms = max(seen.slowest_failure_ms, ms)
             await asyncio.sleep(0.05)
+        elif pause:
+            await asyncio.sleep(pause)
 
 
 async def stored_state(redis_url: str, inv_key: str) -> tuple[set[str], tuple[int, ...]]:
