@@ -11,6 +11,10 @@ towards the circuit breaker; any other 4xx is a permanent refusal (``rejected``)
 Nothing is dropped: an entry leaves the outbox only with a final answer.
 Entries: ``r:<id>`` POST the reservation, ``c:<id>`` DELETE it (release after the ERP may have
 allocated it), ``g:<sku|loc>`` GET the key's inventory to heal a gap in its event seq.
+
+Tracing: a reservation's calls carry the ``X-Request-ID`` of the request that created it and a
+``traceparent`` in its trace with a new parent id per call (:mod:`trace`); a resync, which no
+request asked for, carries a new id and trace.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ from .inventory import FLAG_GAP, FLAGS
 from .ledger import iso_ms
 from .metrics import Metrics
 from .store import OUTBOX_KEYS, Store
+from .trace import Context
 
 log = logging.getLogger("atp.gateway")
 
 POLL = 0.02  # seconds between looks at an empty outbox
 INTERVAL_MARGIN = 1.05  # spacing a little wider than 1/rate: jitter must not bunch calls
+CALL_KIND = {"r": "reserve", "c": "cancel", "g": "resync"}  # the `kind` label of ERP calls
 
 
 class SendPacer:
@@ -155,7 +161,8 @@ class Gateway:
         if row is None or not self.cache.row(row)[FLAGS] & FLAG_GAP:
             return Outcome("done"), False  # healed meanwhile by the missing event or a snapshot
         await self.pacer.wait()
-        reply = await self.transport.send("GET", f"/inventory/{sku}/{location}", None, {})
+        headers = Context.background().outgoing()
+        reply = await self.transport.send("GET", f"/inventory/{sku}/{location}", None, headers)
         if reply.status != 200:
             return classify("g:" + key, reply), True
         body = reply.body if isinstance(reply.body, dict) else {}
@@ -177,12 +184,15 @@ class Gateway:
         ident = member[2:]
         if member.startswith("g:"):
             outcome, called = await self._resync(ident)
-            self.metrics.erp_calls.labels("g", outcome.kind).inc(int(called))
+            self.metrics.erp_calls.labels(CALL_KIND["g"], outcome.kind).inc(int(called))
             await self._record(member, prio, attempts, outcome, {})
             return
         fields: dict[bytes, bytes] = await self.store.client.hgetall(keys.reservation(ident))
         lines: list[dict[str, Any]] = []
         headers = {"Idempotency-Key": ident}
+        if fields:
+            trace = Context.stored(fields.get(b"request_id"), fields.get(b"traceparent"))
+            headers |= trace.outgoing()
         if not fields:
             outcome = Outcome("done")  # nothing to send for a reservation that is gone
         elif member.startswith("r:"):
@@ -199,7 +209,7 @@ class Gateway:
             await self.pacer.wait()
             reply = await self.transport.send("DELETE", f"/reservations/{ident}", None, headers)
             outcome = classify(member, reply)
-        self.metrics.erp_calls.labels(member[0], outcome.kind).inc()
+        self.metrics.erp_calls.labels(CALL_KIND[member[0]], outcome.kind).inc()
         if outcome.transient:
             self.breaker.failure()
         elif fields:

@@ -28,6 +28,7 @@ from .errors import (
 )
 from .reservation import ReservationRequest
 from .store import OUTBOX_KEYS, Store
+from .trace import Context
 
 Clock = Callable[[], float]
 
@@ -97,8 +98,12 @@ class Ledger:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    async def reserve(self, req: ReservationRequest, owner: str) -> tuple[bool, dict[str, Any]]:
-        """Hold all lines or none. Returns (created, reservation view).
+    async def reserve(
+        self, req: ReservationRequest, owner: str, trace: Context | None = None
+    ) -> tuple[bool, dict[str, Any]]:
+        """Hold all lines or none. Returns (created, reservation view). ``trace`` (the request
+        id and traceparent of the creating request) is saved with the reservation, in the same
+        step, for its ERP calls.
 
         Raises InsufficientStock (409), IdempotencyConflict (409), Throttled (429)."""
         lines = req.lines
@@ -106,6 +111,7 @@ class Ledger:
         args: list[Any] = [
             req.reservation_id, req.fingerprint(), req.priority, req.hold_seconds or 0,
             self.now_ms(), self.mode, budget, keys.CHANGES_MAXLEN, owner,
+            trace.request_id if trace else "", trace.traceparent if trace else "",
         ]  # fmt: skip
         for line in lines:
             raw = orjson.dumps({"sku": line.sku, "location": line.location, "qty": line.qty})

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from atp_service.app import SERVICE, create_app
 from atp_service.config import ConfigError, Settings
-from atp_service.http.endpoint import new_request_id, trace_id
+from atp_service.trace import new_request_id, trace_id
 
 from .conftest import settings_for
 from .procs import ADMIN, RedisProc, snapshot

@@ -3,6 +3,8 @@
 Pure: clocks are injected. A call is recorded when it arrives (so calls still in flight, e.g.
 hung ones, are visible) and completed when answered. ``status`` is what the client got (0
 while in flight, 499 when it gave up first); ``outcome`` is what the ERP did.
+``request_id`` and ``traceparent`` are the caller's ``X-Request-ID`` and W3C ``traceparent``
+headers as received (None when absent), so a test can follow one request end to end.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class Call:
     path: str
     idempotency_key: str | None
     reservation_id: str | None
+    request_id: str | None = None
+    traceparent: str | None = None
     status: int = 0
     outcome: str = "in_flight"
     duration_ms: float = 0.0
@@ -37,6 +41,8 @@ class Call:
             "path": self.path,
             "idempotency_key": self.idempotency_key,
             "reservation_id": self.reservation_id,
+            "request_id": self.request_id,
+            "traceparent": self.traceparent,
             "status": self.status,
             "outcome": self.outcome,
             "duration_ms": round(self.duration_ms, 3),
@@ -55,12 +61,14 @@ class CallLog:
         self.per_reservation: Counter[str] = Counter()
 
     def start(
-        self, method: str, path: str, idempotency_key: str | None, reservation_id: str | None
-    ) -> Call:
+        self, method: str, path: str, idempotency_key: str | None, reservation_id: str | None,
+        request_id: str | None = None, traceparent: str | None = None,
+    ) -> Call:  # fmt: skip
         self._n += 1
         call = Call(
-            self._n, self._clock(), self._wall(), method, path, idempotency_key, reservation_id
-        )
+            self._n, self._clock(), self._wall(), method, path, idempotency_key, reservation_id,
+            request_id[:200] if request_id else None, traceparent[:200] if traceparent else None,
+        )  # fmt: skip
         self._calls.append(call)
         if reservation_id is not None:
             self.per_reservation[reservation_id] += 1

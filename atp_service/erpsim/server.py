@@ -124,7 +124,11 @@ def _gated(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Response
         sim = request.app[SIM]
         key = request.headers.get("Idempotency-Key")
         reservation_id = request.match_info.get("reservation_id", key)
-        call = sim.calls.start(request.method, request.path, key, reservation_id)
+        sent = request.headers
+        call = sim.calls.start(
+            request.method, request.path, key, reservation_id,
+            sent.get("X-Request-ID"), sent.get("traceparent"),
+        )  # fmt: skip
         status, outcome = GAVE_UP, "abandoned"  # unless answered below
         try:
             early = await _gate(request, sim)

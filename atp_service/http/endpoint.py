@@ -11,14 +11,14 @@ token (:data:`REQUEST_ID_RE`), else a fresh random one. Measured: a header read 
 random bits as hex (~140 ns) or the caller's id checked (~120 ns), a header write (~60 ns): about
 0.25 µs, and an A/B of the whole wrapper is within run-to-run noise (0 to +0.15 µs). The
 access log (``ATP_ACCESS_LOG=1``: one JSON line per request, with the W3C ``traceparent``
-trace id) costs ~3 µs a request, so it is opt-in; off, the hot path pays one ``is None`` test.
+trace id; on a reservation create, the trace its ERP calls carry, started here if the caller
+sent none) costs ~3 µs a request, so it is opt-in; off, the hot path pays one ``is None`` test.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,6 +41,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..metrics import Metrics
+from ..trace import REQUEST_ID_RE, Context, trace_id
 
 log = logging.getLogger("atp.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,26 +51,10 @@ TRACEPARENT = istr("traceparent")
 SERVER = istr("Server")
 # Replaces aiohttp's default "Python/3.x aiohttp/3.y": versions help an attacker, not a client.
 SERVER_NAME = "atp-service"
-# A caller's request id is kept when it is a plain token of at most 128 characters (no spaces,
-# quotes or control characters: it is echoed in a header and written to logs).
-REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
-# W3C Trace Context: version-traceid-parentid-flags; an all-zero trace id is invalid.
-TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
-
-
-def new_request_id() -> str:
-    """16 hex characters (64 random bits): unique enough to find one request in the logs."""
-    return getrandbits(64).to_bytes(8).hex()
-
-
-def trace_id(traceparent: str | None) -> str | None:
-    """The trace id of a W3C ``traceparent`` header, or None when absent or malformed."""
-    if traceparent is None:
-        return None
-    match = TRACEPARENT_RE.fullmatch(traceparent.strip())
-    if match is None or match[1] == "0" * 32:
-        return None
-    return match[1]
+# Routes whose handler gets the request's trace.Context (request[TRACE]): the ones that write
+# what the ERP is later called about. Only these pay for building it.
+TRACED = frozenset({"reservations.create"})
+TRACE = web.RequestKey("atp.trace", Context)
 
 
 class AccessLog:
@@ -96,7 +81,9 @@ class AccessLog:
             "status": status,
             "duration_ms": round(ns / 1e6, 3),
             "request_id": rid,
-            "trace_id": trace_id(request.headers.get(TRACEPARENT)),
+            "trace_id": ctx.trace_id
+            if (ctx := request.get(TRACE)) is not None
+            else trace_id(request.headers.get(TRACEPARENT)),
             "key": key.name if key is not None else None,
         }
         stream = self.stream or sys.stderr
@@ -174,12 +161,15 @@ def endpoint(
     problems = metrics.problems
     clock = time.perf_counter_ns
     sane = REQUEST_ID_RE.fullmatch
+    traced = route in TRACED
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         started = clock()
         rid = request.headers.get(REQUEST_ID)
         if rid is None or sane(rid) is None:
             rid = getrandbits(64).to_bytes(8).hex()  # new_request_id(), inlined: hot path
+        if traced:
+            request[TRACE] = Context.of(rid, request.headers.get(TRACEPARENT))
         key = None
         try:
             key = auth.check(request, scope) if scope is not None else None

@@ -10,7 +10,7 @@ from ..errors import BadRequest
 from ..ingest import Ingest
 from ..ledger import Ledger
 from ..metrics import Metrics
-from .endpoint import json_response, read_json
+from .endpoint import TRACE, json_response, read_json
 
 
 def _rid(request: web.Request) -> str:
@@ -41,7 +41,7 @@ class Reservations:
         req = decode.reservation_request(await read_json(request))
         counter = self.metrics.reservations
         try:
-            created, state = await self.ledger.reserve(req, owner_of(key))
+            created, state = await self.ledger.reserve(req, owner_of(key), request.get(TRACE))
         except Exception as exc:
             counter.labels(req.priority, getattr(exc, "slug", "error")).inc()
             raise

@@ -4,12 +4,15 @@
 -- ARGV: 1 id, 2 fingerprint, 3 priority, 4 hold_seconds (0 = none), 5 now_ms,
 --       6 mode ('standalone'|'erp'), 7 budget: the most outbox entries of this priority and
 --       those above it that may wait before this priority is refused (-1 = no limit),
---       8 stream maxlen, 9 owner, 10.. triples sku|loc, qty, raw line json (summed lines)
+--       8 stream maxlen, 9 owner, 10 request id, 11 traceparent (of the creating request,
+--       validated by the caller; '' = none), 12.. triples sku|loc, qty, raw line json (summed)
 -- Returns {'created', <reservation fields...>, '', key, record, ...}
 --      or {'exists', <fields>} | {'conflict'} | {'short', key, atp, key, atp, ...}
 --      or {'busy', backlog}
 -- Idempotent by reservation id: a client retry (redis-py retries on timeout) finds the
--- reservation already written and answers 'exists' instead of holding twice.
+-- reservation already written and answers 'exists' instead of holding twice. The request id
+-- and traceparent are not part of the body: a retry under another request id is the same
+-- reservation, and its ERP calls keep the first request's trace.
 local res = KEYS[1]
 if redis.call('EXISTS', res) == 1 then
   -- Ids are scoped to the calling key: another caller's id is never shown or reused.
@@ -26,7 +29,7 @@ local hold = tonumber(ARGV[4])
 local erp = ARGV[6] == 'erp'
 local recs, short = {}, {'short'}
 local n = 0
-for i = 10, #ARGV, 3 do
+for i = 12, #ARGV, 3 do
   n = n + 1
   local key, qty = ARGV[i], tonumber(ARGV[i + 1])
   local r = rec_load(KEYS[2], key)
@@ -54,7 +57,7 @@ local lines = {}
 for i, e in ipairs(recs) do
   e[2][PENDING] = e[2][PENDING] + e[3]
   changed[i] = {e[1], e[2]}
-  lines[i] = ARGV[10 + (i - 1) * 3 + 2]
+  lines[i] = ARGV[12 + (i - 1) * 3 + 2]
 end
 
 local status = 'held'
@@ -71,6 +74,17 @@ if hold > 0 then
   redis.call('ZADD', KEYS[4], expires, ARGV[1])
 elseif erp then
   redis.call('ZADD', KEYS[4 + pi], redis_now_ms(), 'r:' .. ARGV[1])
+end
+if erp then
+  -- Read by the gateway for this reservation's ERP calls (a cart hold's too, once committed).
+  if ARGV[10] ~= '' then
+    fields[#fields + 1] = 'request_id'
+    fields[#fields + 1] = ARGV[10]
+  end
+  if ARGV[11] ~= '' then
+    fields[#fields + 1] = 'traceparent'
+    fields[#fields + 1] = ARGV[11]
+  end
 end
 redis.call('HSET', res, unpack(fields))
 
