@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shlex
 import shutil
@@ -547,12 +548,12 @@ class WrkResult:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def lua_script(name: str, directory: Path) -> Path:
-    """benchmarks/lua/<name>.lua + the shared report hook, as one file for wrk."""
-    path = directory / f"wrk-{name}.lua"
-    path.write_text(
-        (LUA_DIR / f"{name}.lua").read_text() + "\n" + (LUA_DIR / "report.lua").read_text()
-    )
+def lua_script(name: str, directory: Path, *more: str) -> Path:
+    """benchmarks/lua/<name>.lua (then each of ``more``, e.g. ``spread``) + the shared report
+    hook, as one file for wrk."""
+    path = directory / f"wrk-{'-'.join((name, *more))}.lua"
+    parts = [(LUA_DIR / f"{n}.lua").read_text() for n in (name, *more, "report")]
+    path.write_text("\n".join(parts))
     return path
 
 
@@ -566,9 +567,11 @@ def run_wrk(
     threads: int = 1,
     timeout_s: int = 5,
     watch: dict[str, int] | None = None,
+    env: dict[str, str] | None = None,
 ) -> WrkResult:
     """One wrk run; ``watch`` = {name: pid}: CPU µs per response of those processes go into
-    ``extra`` as ``cpu_us_per_req_<name>`` (a load-independent cost measure)."""
+    ``extra`` as ``cpu_us_per_req_<name>`` (a load-independent cost measure), and wrk's own
+    as ``cpu_us_per_req_wrk``. ``env``: extra environment for wrk (e.g. ``WRK_PORTS``)."""
     cpu0 = {name: cpu_seconds(pid) for name, pid in (watch or {}).items()}
     threads = max(1, min(threads, connections))
     cmd = pinned(
@@ -590,7 +593,17 @@ def run_wrk(
         ],
         cpu,
     )
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=False,
+        env={**os.environ, **env} if env else None,
+    )
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
     line = next((x for x in out.stdout.splitlines() if x.startswith("WRK_RESULT ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout}\n{out.stderr}")
@@ -601,6 +614,7 @@ def run_wrk(
         f"cpu_us_per_req_{name}": (cpu_seconds(pid) - cpu0[name]) * 1e6 / n if n else None
         for name, pid in (watch or {}).items()
     }
+    extra["cpu_us_per_req_wrk"] = wrk_cpu * 1e6 / n if n else None
     return WrkResult(
         rps=n / secs if secs else 0.0,
         requests=n,
@@ -698,3 +712,55 @@ def fmt_us(seconds_or_us: float, unit: str = "us") -> str:
     if us >= 1000:
         return f"{us / 1000:,.2f} ms"
     return f"{us:,.0f} µs"
+
+
+def scrape_samples(
+    metrics_url: str, name: str, timeout: float = 5
+) -> list[tuple[dict[str, str], float]]:
+    """Every sample of one metric (exact name, e.g. ``atp_events_total``): (labels, value)."""
+    with urllib.request.urlopen(metrics_url, timeout=timeout) as r:
+        return parse_samples(r.read().decode(), name)
+
+
+def parse_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of one metric in a Prometheus text page: (labels, value)."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = _SAMPLE.match(line)
+        if m and m["name"] == name:
+            found.append((dict(_LABEL.findall(m["labels"] or "")), float(m["value"])))
+    return found
+
+
+def scrape_value(metrics_url: str, name: str, **labels: str) -> float:
+    """The value of one sample (0.0 if absent), matched on the given labels."""
+    return sum(
+        v
+        for got, v in scrape_samples(metrics_url, name)
+        if all(got.get(k) == want for k, want in labels.items())
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (matplotlib: the ``bench`` extra)
+
+BENCH_EXTRA_HINT = (
+    "matplotlib is missing: the benchmarks draw their plots with it. Install the bench extra: "
+    ".venv/bin/pip install -e '.[bench]'"
+)
+
+
+def require_matplotlib() -> Any:
+    """``matplotlib.pyplot`` with the file-only Agg backend; exits with a clear message when
+    matplotlib is not installed. Called at the start of a benchmark, before any process runs,
+    so a missing extra costs seconds, not a whole run."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit(BENCH_EXTRA_HINT) from None
+    return plt
