@@ -12,7 +12,12 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 BUCKETS_S = (
@@ -57,8 +62,18 @@ class RouteHistogram(Collector):
         yield family
 
 
+# Live values that only ever go up, exported as counters under these names (``_total``
+# appended). Each was first exported as a gauge under its key; that gauge stays, deprecated,
+# for dashboards and alerts that still read it (a counter cannot reuse the family name).
+LIVE_COUNTERS = {
+    "atp_change_entries_applied": "atp_cache_change_entries",
+    "atp_cache_reloads": "atp_cache_full_reloads",
+}
+
+
 class _Live(Collector):
-    """Gauges computed at scrape time from the app's live objects."""
+    """Values computed at scrape time from the app's live objects: gauges, and counters for
+    the monotonic ones (:data:`LIVE_COUNTERS`)."""
 
     def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
         self.read = read
@@ -66,6 +81,9 @@ class _Live(Collector):
     def collect(self) -> Iterator[Metric]:
         for name, (doc, value) in self.read().items():
             yield GaugeMetricFamily(name, doc, value=value)
+            counter = LIVE_COUNTERS.get(name)
+            if counter is not None:
+                yield CounterMetricFamily(counter, doc, value=value)
 
 
 class Metrics:
@@ -96,7 +114,7 @@ class Metrics:
         self.settled = Counter("atp_lines_settled", "Reservation lines settled", registry=r)
         # problem responses by HTTP status
         self.problems = Counter("atp_http_problems", "Problem responses", ["status"], registry=r)
-        # ERP calls made by this replica, by entry kind (r reserve, c cancel) and outcome
+        # ERP calls made by this replica, by kind (reserve, cancel, resync) and outcome
         self.erp_calls = Counter(
             "atp_erp_calls", "ERP calls by kind and outcome", ["kind", "outcome"], registry=r
         )
