@@ -127,6 +127,7 @@ def write(path: Path, records: list[FaultRecord], took_s: float) -> None:
         f"Python {env['python']}. {env['note'][0].upper()}{env['note'][1:]}.",
         "",
         "Written by `ATP_FAULT_REPORT=benchmarks/results/faults.md scripts/test tests/faults "
+        "tests/test_degraded.py "
         f"-m 'slow or not slow'` (the whole fault set, {took_s:.0f} s). Latency is as the test "
         "client saw it over loopback, in ms; *before* / *during* / *after* are the phases "
         "around the fault; *failed* counts requests that got no 2xx/4xx answer (503 problem "

@@ -50,7 +50,7 @@ async def _retry_unanswered(http: aiohttp.ClientSession, svc: Any, seen: Seen,
 async def test_redis_sigstop_during_reservation_load(
     redis_proc: RedisProc, services, http: aiohttp.ClientSession, fault_report
 ) -> None:  # type: ignore[no-untyped-def]
-    rec = fault_report("Redis frozen (SIGSTOP 4 s) during reservation load, 1 replica")
+    rec = fault_report("Redis frozen (SIGSTOP 5 s) during reservation load, 1 replica")
     svc = services(ATP_STALE_AFTER="1")
     await push(http, svc, snapshot("Z", "DC1", 1, 100_000))
     seen = Seen()
@@ -59,21 +59,22 @@ async def test_redis_sigstop_during_reservation_load(
         await asyncio.sleep(2.0)
         redis_proc.pause()
         rec.mark("start")
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(5.0)
         redis_proc.resume()
         rec.mark("end")
 
     try:
-        await _run(http, svc, rec, seen, 10, chaos)
+        await _run(http, svc, rec, seen, 11, chaos)
     finally:
         redis_proc.resume()
     recovered = _first_201_after(rec, rec.marks["end"])
     assert recovered is not None
     rec.mark("recovered", recovered)
-    # Failing fast: the 503s came while Redis was frozen, each within the client deadline
-    # (the service's own Redis socket timeout is 2 s; nothing waited for the whole pause).
+    # Failing fast: 503 problems while Redis was frozen, each after at most the service's own
+    # Redis socket timeout (2 s): no request waited for the whole 5 s pause.
     assert any(s == 503 for s in seen.answers.values())
-    assert seen.slowest_failure_ms < 6000, seen.slowest_failure_ms
+    slowest = max(ms for _, ms, _ in rec.samples["reserve"])
+    assert slowest < 4000, slowest
     # Lookups answered all along, from memory, and said stale while Redis was away.
     assert any(rec.marks["start"] < t < rec.marks["end"] + 1 for t in seen.stale_at)
     during = [ms for t, ms, _ in rec.samples["lookup"] if rec.phase_of(t) == "during"]
