@@ -19,6 +19,7 @@ as the upper bound of the bucket holding it (the buckets are 25, 50, 100, 250 µ
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from .common import (
@@ -38,6 +39,7 @@ from .common import (
     md_table,
     median,
     out_dir,
+    require_matplotlib,
     run_wrk,
     scrape_histogram,
     spread,
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--locations", type=int, default=4)
     args = parser.parse_args(argv)
     use_ref(args.ref, args.code_dir)
+    require_matplotlib()  # fail now, not after the run
     quick = args.quick
     duration = args.duration or (1.0 if quick else 8.0)
     batch_duration = args.duration or (1.0 if quick else 6.0)
@@ -354,6 +357,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"- {repeats} repeat(s) x {duration:g}s per GET run, {batch_duration:g}s per batch run, "
         f"alternating servers; {warmup_s:g}s warm-up per server first\n"
     )
+    png = directory / "lookup.png"
+    plot(png, summary, runs)
+    body += f"\n![lookup]({png.name})\n"
     for s in summary:
         s.pop("pooled_hist", None)
     data = {
@@ -384,6 +390,57 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         quick,
     )
     return {"name": "lookup", "md": body, "targets": targets, "dir": str(directory)}
+
+
+def plot(path: Path, summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+    """Per request kind (GET, 100-item batch): wrk latency percentiles by concurrency, ours
+    and the ceiling (medians of repeats, plus our server-side p99 bucket bound); throughput by
+    concurrency, ours against the bare-aiohttp ceiling."""
+    plt = require_matplotlib()
+    kinds = [k for k in ("get", "batch") if any(s["kind"] == k for s in summary)]
+    titles = {"get": "GET /v1/availability/{sku}", "batch": "POST /v1/availability (100 items)"}
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(13, 4.6 * len(kinds)), squeeze=False)
+    for row, kind in enumerate(kinds):
+        rows = [s for s in summary if s["kind"] == kind]
+        levels = [s["c"] for s in rows]
+        xs = list(range(len(levels)))
+        ax = axes[row][0]
+        for server, style in (("ours", "-"), ("bare", "--")):
+            for q, color in (("p50", "tab:blue"), ("p90", "tab:orange"), ("p99", "tab:red")):
+                ys = [
+                    median([r[f"{q}_us"] / 1000 for r in runs
+                            if r["kind"] == kind and r["server"] == server and r["c"] == c])
+                    for c in levels
+                ]  # fmt: skip
+                name = "ours" if server == "ours" else "ceiling"
+                ax.plot(xs, ys, style, marker="o", color=color, label=f"{name} {q}")
+        ax.plot(xs, [s["server_p99_bound_s"] * 1000 for s in rows], ":", marker="s",
+                color="k", label="ours server-side p99 (bucket bound)")  # fmt: skip
+        ax.axhline(1.0, color="0.5", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(xs, [str(c) for c in levels])
+        ax.set_xlabel("wrk connections")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{titles[kind]}: latency percentiles (wrk, median of repeats)")
+        ax.legend(fontsize=7, ncol=2)
+        ax = axes[row][1]
+        width = 0.38
+        ours = [s["ours_rps"] for s in rows]
+        bare = [s["bare_rps"] for s in rows]
+        ax.bar([x - width / 2 for x in xs], ours, width, label="ours", color="tab:blue")
+        ax.bar([x + width / 2 for x in xs], bare, width, label="bare aiohttp ceiling",
+               color="0.7")  # fmt: skip
+        for x, o, b in zip(xs, ours, bare, strict=True):
+            ax.annotate(f"{o / b:.2f}x" if b else "", (x - width / 2, o), ha="center",
+                        va="bottom", fontsize=8)  # fmt: skip
+        ax.set_xticks(xs, [str(c) for c in levels])
+        ax.set_xlabel("wrk connections")
+        ax.set_ylabel("requests/s")
+        ax.set_title(f"{titles[kind]}: throughput, ours / ceiling")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import struct
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -41,6 +44,8 @@ from .common import (
     md_table,
     median,
     out_dir,
+    pinned,
+    require_matplotlib,
     run_wrk,
     spread,
     url,
@@ -188,6 +193,68 @@ def one_run(
     return {"impl": impl, "c": c, "repeat": rep, **res.as_json(), "check": check}
 
 
+# One script call per request, like a hold (the real reserve.lua does more work per call).
+REDIS_SCRIPT = "redis.call('HINCRBY', KEYS[1], 'held', 1) return 1"
+
+
+def redis_ceiling(args: Any, cores: tuple[str | None, str | None], quick: bool) -> dict[str, Any]:
+    """The Redis side's ceiling: ``redis-benchmark`` (same host, TCP, 64 clients) calling a
+    one-HINCRBY script on a fresh redis-server pinned like the runs' (client core), the
+    benchmark tool on the server core; unpipelined (one round trip per request, like the
+    naive handler) and pipelined 16 deep (what batching per loop tick can reach)."""
+    tool = shutil.which("redis-benchmark")
+    if tool is None:
+        return {"rows": {}, "note": "redis-benchmark not installed"}
+    server_cpu, client_cpu = cores
+    n = 50_000 if quick else 300_000
+    rows: dict[str, float] = {}
+    with workdir("reserve-redis") as tmp, Procs(tmp) as procs:
+        rp = procs.redis(cpu=client_cpu, aof=not args.no_aof)
+        for label, extra in (
+            ("EVAL 1 HINCRBY, c=64", []),
+            ("EVAL 1 HINCRBY, c=64 -P 16", ["-P", "16"]),
+        ):
+            cmd = [tool, "-h", "127.0.0.1", "-p", str(rp.port), "-c", "64", "-n", str(n), *extra,
+                   "-q", "--csv", "EVAL", REDIS_SCRIPT, "1", "naive:bench"]  # fmt: skip
+            out = subprocess.run(pinned(cmd, server_cpu), capture_output=True, text=True,
+                                 timeout=300, check=False)  # fmt: skip
+            lines = [x for x in out.stdout.splitlines() if x.startswith('"EVAL')]
+            if out.returncode == 0 and lines:
+                rows[label] = float(lines[-1].split('","')[1])
+                log(f"redis-benchmark {label}: {rows[label]:,.0f}/s")
+    return {"rows": rows, "requests": n, "script": REDIS_SCRIPT}
+
+
+def plot(path: Path, summary: list[dict[str, Any]], ceiling: dict[str, Any]) -> None:
+    """Holds/s per implementation (median of repeats) against the HTTP ceiling, with the
+    redis-benchmark figures as horizontal lines: the Redis side's ceiling."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    labels, values = [], []
+    for s in summary:
+        for impl in IMPLS:
+            labels.append(f"{impl}\nc={s['c']}")
+            values.append(s[impl]["rps"])
+    colors = {"ours": "tab:blue", "naive": "tab:orange", "ceiling": "0.7"}
+    ax.bar(range(len(values)), values, color=[colors[lb.split()[0]] for lb in labels])
+    for x, v in enumerate(values):
+        ax.annotate(f"{v:,.0f}", (x, v), ha="center", va="bottom", fontsize=8)
+    styles = iter(("--", ":", "-."))
+    for label, v in ceiling.get("rows", {}).items():
+        ax.axhline(v, color="tab:red", ls=next(styles, "--"), lw=1,
+                   label=f"redis-benchmark {label}: {v:,.0f}/s")  # fmt: skip
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=100)
+    ax.set_ylabel("holds/s (log)")
+    ax.set_title("POST /v1/reservations: ours, naive, HTTP ceiling (no Redis), Redis ceiling")
+    if ceiling.get("rows"):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=None, help="seconds per wrk run")
@@ -197,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-aof", action="store_true", help="redis-server without AOF")
     args = parser.parse_args(argv)
     use_ref(args.ref, args.code_dir)
+    require_matplotlib()  # fail now, not after the run
     quick = args.quick
     duration = args.duration or (2.0 if quick else 10.0)
     warmup_s = 1.0 if quick else 2.0
@@ -214,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for impl in order:
                 runs.append(one_run(impl, c, rep, args, nonce, duration, warmup_s, cpus(args)))
 
+    ceiling = redis_ceiling(args, cpus(args), quick)
     summary = []
     for c in conc:
         s: dict[str, Any] = {"c": c}
@@ -346,8 +415,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"`taskset -c {client_cpu}`; {repeats} repeat(s) x {duration:g}s after {warmup_s:g}s "
         "warm-up, implementations alternating\n"
     )
+    if ceiling["rows"]:
+        redis_md = (
+            "\n### Redis ceiling (`redis-benchmark`)\n\n"
+            + md_table(
+                ["redis-benchmark", "calls/s"],
+                [[k, f"{v:,.0f}"] for k, v in ceiling["rows"].items()],
+            )
+            + f"\nA script doing one HINCRBY (`{REDIS_SCRIPT}`), {ceiling['requests']:,} "
+            "calls, 64 clients, on a fresh redis-server pinned like the runs' (the tool on "
+            "the server's core): what Redis alone does per second with one round trip per "
+            "call, and with 16-deep pipelines. Holds/s far below it means the limit is the "
+            "HTTP server's core, not Redis.\n"
+        )
+        setup_at = body.index("\n### Setup")
+        body = body[:setup_at] + redis_md + body[setup_at:]
+    png = directory / "reserve.png"
+    plot(png, summary, ceiling)
+    body += f"\n![reserve]({png.name})\n"
     data = {
         "machine": facts,
+        "redis_benchmark": ceiling,
         "settings": {
             "duration_s": duration,
             "warmup_s": warmup_s,
