@@ -46,7 +46,7 @@ def make_app(redis_url: str) -> web.Application:
         try:
             body = orjson.loads(await request.read())
             rid = body["reservation_id"]
-            args: list[object] = []
+            args: list[str | int] = []
             lines = []
             for line in body["lines"]:
                 args += (f"{line['sku']}|{line['location']}", int(line["qty"]))

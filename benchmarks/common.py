@@ -149,7 +149,7 @@ def machine_facts() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    versions = {}
+    versions: dict[str, str | None] = {}
     for mod in ("aiohttp", "uvloop", "orjson", "redis", "numpy", "hiredis"):
         try:
             from importlib.metadata import version
@@ -308,6 +308,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     raise TimeoutError(f"condition not met within {timeout}s (last error: {last!r})")
 
 
+def alive_and(proc: Proc, probe: Callable[[], bool]) -> Callable[[], bool]:
+    """A wait_until predicate: raises at once if ``proc`` died, else ``probe()``."""
+
+    def predicate() -> bool:
+        proc.check()
+        return probe()
+
+    return predicate
+
+
 @dataclass
 class Proc:
     name: str
@@ -426,7 +436,7 @@ class Procs:
         ]
         proc = self.spawn(name, cmd, cpu=cpu, port=port)
         rp = RedisProc(proc, port)
-        wait_until(lambda: (proc.check(), rp.ping())[1], 10)
+        wait_until(alive_and(proc, rp.ping), 10)
         return rp
 
     def service(
@@ -459,7 +469,7 @@ class Procs:
         proc = self.spawn(
             name, [sys.executable, "-m", module, "--port", str(port), *args], cpu=cpu, port=port
         )
-        wait_until(lambda: (proc.check(), http_status(url(proc, "/healthz")) == 200)[1], 30)
+        wait_until(alive_and(proc, lambda: http_status(url(proc, "/healthz")) == 200), 30)
         return proc
 
 
@@ -512,7 +522,7 @@ def http_json(
 
 
 def wait_ready_http(proc: Proc, timeout: float) -> None:
-    wait_until(lambda: (proc.check(), http_status(url(proc, "/readyz")) == 200)[1], timeout)
+    wait_until(alive_and(proc, lambda: http_status(url(proc, "/readyz")) == 200), timeout)
 
 
 @contextmanager
@@ -697,7 +707,7 @@ def histogram_quantile_bound(hist: dict[str, Any], q: float) -> float:
         return float("nan")
     for le, cumulative in hist["buckets"]:
         if cumulative >= q * total:
-            return le
+            return float(le)
     return float("inf")
 
 

@@ -70,6 +70,7 @@ from .common import (
     Proc,
     Procs,
     Target,
+    alive_and,
     base_parser,
     code_env,
     cpus,
@@ -151,7 +152,7 @@ def erp_sim(procs: Procs, name: str, args: Any, cpu: str | None,
         cmd += ["--publish-url", publish_url, "--publish-key", TOKEN]
     env, cwd = code_env()
     proc = procs.spawn(name, cmd, env=env, cpu=cpu, port=port, cwd=cwd)
-    wait_until(lambda: (proc.check(), http_status(url(proc, "/healthz")) == 200)[1], 30)
+    wait_until(alive_and(proc, lambda: http_status(url(proc, "/healthz")) == 200), 30)
     items = [{"sku": sku(i), "location": LOCATION, "on_hand": STOCK} for i in range(N_SKUS)]
     status, body = http_json("POST", url(proc, "/admin/stock"), {"items": items})
     if status != 200:
@@ -246,7 +247,7 @@ async def poll_metrics(
 
 
 def queue_total(row: dict[str, Any]) -> float:
-    return sum(row.get("q_" + p, 0.0) for p in PRIORITIES) + row.get("inflight", 0.0)
+    return float(sum(row.get("q_" + p, 0.0) for p in PRIORITIES) + row.get("inflight", 0.0))
 
 
 async def read_back(
@@ -417,9 +418,10 @@ def erp_note(e: dict[str, Any], rate: float) -> str:
         f". The ERP answered {e['throttled']} of its calls 429: each arrived "
         f"{e['gap_before_429_ms_median']:.1f} ms (median; min {e['gap_before_429_ms_min']:.1f}, "
         f"max {e['gap_before_429_ms_max']:.1f}) after the previous call, under the "
-        f"{1000 / rate:.0f} ms a burst-1 bucket needs: the gateway claims its slots "
-        f"{1000 / rate * 1.02:.1f} ms apart in Redis, and the HTTP requests reach the ERP with "
-        "a few ms of jitter (both event loops share their cores). The gateway answers every "
+        f"{1000 / rate:.0f} ms a burst-1 bucket needs: the gateway spaces its claims (in "
+        "Redis) and its sends (locally) a little wider than that, but the requests reach the "
+        "ERP with a few ms of jitter (the event loops share their cores). The gateway answers "
+        "every "
         "429 by pausing all replicas for its Retry-After (whole seconds, at least 1 s), so "
         f"each 429 costs ~{rate:g} call slots.\n"
     )
@@ -538,7 +540,8 @@ def throttle_effect(
     throttled = {c["reservation_id"] for c in calls if c["status"] == 429}
     out = []
     for prio in PRIORITIES:
-        hit, clean = [], []
+        hit: list[float] = []
+        clean: list[float] = []
         for r in records:
             got = final.get(r["rid"])
             if r["prio"] != prio or r["status"] != 201 or not got:
@@ -600,9 +603,9 @@ def findings(args: Any, o_erp: dict[str, Any], o_rows: dict[str, Any],
             f"{rate:g} slots per 429, so the ERP was used at {used:.1f} calls/s of {rate:g}. "
             "With a burst-1 ERP a lone 429 means a slot collision, not overload: retry after "
             "one interval and widen the spacing adaptively (e.g. +5% per 429, decaying back), "
-            "honour the full Retry-After only after several 429s in a row; and send at the "
-            "slot time (claim ahead, `loop.call_at` the write) rather than as soon as the "
-            "claim returns.\n"
+            "honour the full Retry-After only after several 429s in a row (the local "
+            "`SendPacer` spaces this replica's sends, but what counts is when they reach the "
+            "ERP, after both event loops' delays).\n"
         )
     hit = {row[0]: row for row in throttle_rows}
     c = hit.get("checkout")

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             hist = None
             for r in o:
                 hist = histogram_add(hist, r["server_hist"])
-            s = {
+            s: dict[str, Any] = {
                 "kind": kind,
                 "c": c,
                 "ours_rps": median([r["rps"] for r in o]),

@@ -101,7 +101,8 @@ def count_keys(client: redis.Redis, pattern: str) -> int:
 
 
 def check_ours(client: redis.Redis) -> dict[str, Any]:
-    held = sum(struct.unpack("<8q", rec)[4] for rec in client.hvals("atp:inv"))  # pending
+    records: list[bytes] = client.hvals("atp:inv")  # type: ignore[assignment]
+    held = sum(struct.unpack("<8q", rec)[4] for rec in records)  # pending
     stored = count_keys(client, "atp:res:*")
     return {"units_held": held, "reservations_stored": stored, "consistent": held == stored}
 

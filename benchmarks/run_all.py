@@ -82,7 +82,7 @@ def headlines(name: str, data: dict[str, Any]) -> list[list[str]]:
                          f"{ip['dict_of_dicts']['bytes_per_key']:,.0f}",
                          ratio(ip["ours"]["bytes_per_key"],
                                ip["dict_of_dicts"]["bytes_per_key"])])  # fmt: skip
-            rows.append([name, f"ready with {ip['ours']['keys']:,} keys (s)",
+            rows.append([name, f"ready with {data['settings']['keys']:,} keys, end to end (s)",
                          f"{e2e['ready_s']:.1f}", "", ""])  # fmt: skip
         elif name == "ingest":
             rows.append([name, "events/s end to end (vs raw aiokafka getmany)",

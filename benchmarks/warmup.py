@@ -135,7 +135,8 @@ async def _child(impl: str, redis_url: str) -> dict[str, Any]:
         n = 0
         while True:
             cursor, chunk = await client.hscan(INV, cursor, count=SCAN_COUNT)
-            for k, v in chunk.items():
+            pairs: dict[bytes, bytes] = chunk  # type: ignore[assignment]
+            for k, v in pairs.items():
                 sku, _, loc = k.decode().partition("|")
                 locs_ = by_sku.get(sku)
                 if locs_ is None:
