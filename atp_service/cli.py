@@ -18,6 +18,7 @@ from .app import create_app
 from .config import ConfigError, Settings
 from .erpsim import config as erpsim_config
 from .erpsim import launch as erpsim_launch
+from .http.server import ProblemRunner
 from .logs import setup_logging
 
 log = logging.getLogger("atp.cli")
@@ -36,7 +37,7 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 async def _serve(settings: Settings, tls: ssl.SSLContext | None = None) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = ProblemRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(
         runner, settings.http_host, settings.http_port, backlog=1024, ssl_context=tls

@@ -115,6 +115,13 @@ def _number(description: str, example: float, nullable: bool = False) -> Json:
     return schema
 
 
+def _nullable(schema: Json) -> Json:
+    """``schema`` that also takes null (OpenAPI 3.0 ``nullable``): for optional request fields,
+    where clients such as Salesforce External Services send null for a field they leave unset,
+    and the service reads null as absent."""
+    return {**schema, "nullable": True}
+
+
 def _array(item: Json, description: str, lo: int | None = None, hi: int | None = None) -> Json:
     schema: Json = {"type": "array", "description": description, "items": item}
     if lo is not None:
@@ -300,18 +307,19 @@ def _schemas() -> Json:
         ),
         "BatchQueryItem": _object(
             "One lookup: a SKU at one `location`, at a location `group`, or (neither given) at "
-            "all its locations. Give `location` or `group`, not both. Unknown fields are "
-            "rejected (400).",
+            "all its locations. Give `location` or `group`, not both; null is the same as "
+            "absent. Unknown fields are rejected (400).",
             {
                 "sku": _id(_SKU, "S1"),
-                "location": _id(_LOC, "DC1"),
-                "group": _id(
-                    "Location group (ATP_LOCATION_GROUPS); an unknown group is 400.", "EAST"
+                "location": _nullable(_id(_LOC, "DC1")),
+                "group": _nullable(
+                    _id("Location group (ATP_LOCATION_GROUPS); an unknown group is 400.", "EAST")
                 ),
                 "qty": {**_qty("Quantity wanted; `available` is atp >= qty.", 2), "default": 1},
             },
             ["sku"],
             EX_BATCH_ITEM,
+            additionalProperties=False,
         ),
         "BatchQuery": _object(
             "Batch availability lookup.",
@@ -322,6 +330,7 @@ def _schemas() -> Json:
             },
             ["items"],
             EX_BATCH,
+            additionalProperties=False,
         ),
         "BatchResultItem": _object(
             "Answer to one lookup, echoing its `location` or `group` when one was given. An "
@@ -365,6 +374,7 @@ def _schemas() -> Json:
             },
             ["sku", "location", "qty"],
             EX_NEW_LINE,
+            additionalProperties=False,
         ),
         "NewReservation": _object(
             "A reservation: all lines are held or none. Without `hold_seconds` it goes to the "
@@ -378,17 +388,20 @@ def _schemas() -> Json:
                     "checkout",
                 ),
                 "lines": _array(_ref("NewLine"), "Lines to hold.", 1, MAX_LINES),
-                "hold_seconds": _int(
-                    "Cart hold: counted at once, not sent to the ERP, expired "
-                    "after this many seconds unless committed.",
-                    900,
-                    1,
-                    MAX_HOLD_SECONDS,
-                    "int32",
+                "hold_seconds": _nullable(
+                    _int(
+                        "Cart hold: counted at once, not sent to the ERP, expired after this "
+                        "many seconds unless committed. Null is the same as absent.",
+                        900,
+                        1,
+                        MAX_HOLD_SECONDS,
+                        "int32",
+                    )
                 ),
             },
             ["reservation_id", "priority", "lines"],
             EX_NEW_RESERVATION,
+            additionalProperties=False,
         ),
         "ReservedLine": _object(
             "One (sku, location) line of a reservation, quantities of repeated lines summed.",
@@ -460,6 +473,7 @@ def _schemas() -> Json:
             {"events": _array(_ref("Event"), "The events, in any order.", 1, MAX_EVENTS)},
             ["events"],
             EX_EVENTS,
+            additionalProperties=False,
         ),
         "RejectedEvent": _object(
             "An event that was not applied because it is invalid.",
