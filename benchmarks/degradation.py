@@ -41,8 +41,8 @@ sent) is shown as the tighter reference.
 The service (and the naive one) run pinned to one core (``taskset -c 0``); redis-server, the
 simulator, the prober and the load generator share the other.
 
-    .venv/bin/python -m benchmarks.degradation            # default: ~6 minutes
-    .venv/bin/python -m benchmarks.degradation --quick    # 6 s of load: ~1.5 minutes
+    .venv/bin/python -m benchmarks.degradation            # default: ~6-10 minutes
+    .venv/bin/python -m benchmarks.degradation --quick    # 6 s of load: ~1 minute
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ Redis leave, and a third only adds contention. The CPU-per-request columns show 
 a replica itself gets more expensive as N grows (each replica also applies every other
 replica's writes from the change stream).
 
-    .venv/bin/python -m benchmarks.scale            # default: ~3 minutes
-    .venv/bin/python -m benchmarks.scale --quick    # smoke run: ~40 s
+    .venv/bin/python -m benchmarks.scale            # default: ~3-4 minutes
+    .venv/bin/python -m benchmarks.scale --quick    # smoke run: ~30 s
 """
 
 from __future__ import annotations
