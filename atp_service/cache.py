@@ -10,7 +10,10 @@ Memory per key: 64 bytes of array + one slot in the sku's location dict + the ro
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +35,14 @@ class Cache:
         self.changes = 0
         self.bulk_at = 0
         self.changed_at: dict[str, int] = {}
+        # This replica's own writes (see :meth:`own`): a writer id, the last token handed
+        # out, the last token whose reply is in the cache, and own stream entries read
+        # before their reply was.
+        self.writer = os.urandom(6).hex()
+        self._writer_b = self.writer.encode()
+        self._token = 0
+        self.acked = 0
+        self._early: deque[tuple[int, dict[bytes, bytes]]] = deque()
 
     def __len__(self) -> int:
         return self.size
@@ -75,6 +86,66 @@ class Cache:
         self.changes += 1
         self.changed_at[sku] = self.changes
         return True
+
+    def apply_replies(self, names: Sequence[str], reply: Sequence[Any], start: int) -> None:
+        """The records of one ``apply_events`` reply (``reply[start + i]`` is the record of
+        ``names[i]``, ``b''`` if the key has none), in one vectorised step."""
+        pairs = [(n, r) for n, r in zip(names, reply[start:], strict=True) if r]
+        if len(pairs) < 8:
+            for name, record in pairs:
+                self.apply(name, record)
+            return
+        row_for = self._row_for
+        skus = []
+        rows = []
+        for name, _ in pairs:
+            sku, _, location = name.partition("|")
+            skus.append(sku)
+            rows.append(row_for(sku, location))
+        at = np.array(rows, dtype=np.int64)
+        values = np.frombuffer(b"".join([r for _, r in pairs]), dtype="<i8").reshape(-1, 8)
+        keep = values[:, VER] > self.arr[at, VER]
+        self.arr[at[keep]] = values[keep]
+        self.changes += 1
+        changes = self.changes
+        changed_at = self.changed_at
+        for i in keep.nonzero()[0].tolist():
+            changed_at[skus[i]] = changes
+
+    def next_token(self) -> int:
+        """A token for one of this replica's writes whose reply is finished in token order."""
+        self._token += 1
+        return self._token
+
+    def ack(self, token: int) -> None:
+        """The reply of the write ``token`` (and of every earlier one) is in the cache."""
+        self.acked = max(self.acked, token)
+        early = self._early
+        while early and early[0][0] <= token:
+            early.popleft()
+
+    def own(self, tag: bytes, fields: dict[bytes, bytes]) -> bool:
+        """Whether a change-stream entry tagged ``tag`` is this replica's own write, which
+        its reply brings (or brought) into the cache, so the tailer can skip it. An entry
+        read before its reply is kept until the reply is in (then dropped) or until the
+        writer gives up on the reply (:meth:`new_writer`: then applied)."""
+        writer, _, token = tag.rpartition(b":")
+        if writer != self._writer_b:
+            return False
+        tok = int(token)
+        if tok > self.acked:
+            self._early.append((tok, fields))
+        return True
+
+    def new_writer(self) -> None:
+        """Replies of writes in flight may be lost (connection dropped): apply their stream
+        entries read so far, and take a new writer id so the rest are applied when read."""
+        self.writer = os.urandom(6).hex()
+        self._writer_b = self.writer.encode()
+        early, self._early = self._early, deque()
+        for _, fields in early:
+            for name, record in fields.items():
+                self.apply(name.decode(), record)
 
     def apply_many(self, pairs: Iterable[tuple[str, bytes]]) -> None:
         for key, record in pairs:

@@ -183,6 +183,96 @@ def event(raw: object) -> Event:
     raise _bad("/type", "must be snapshot or adjustment")
 
 
+_ID_MATCH = ID_RE.fullmatch
+_GOOD_IDS: dict[str, None] = {}  # skus and locations seen valid (bounded: cleared when full)
+_GOOD_TIMES: dict[str, None] = {}  # occurred_at values seen valid (ERP clocks repeat seconds)
+_GOOD_MAX = 200_000
+_QMAX = MAX_QTY
+_SEQ_MAX = MAX_SEQ - 1
+
+
+def _good(value: object, seen: dict[str, None]) -> bool:
+    return type(value) is str and value in seen
+
+
+def event_arg(raw: object) -> tuple[str, int, str]:
+    """One ERP event straight to what ``apply_events.lua`` takes: (key, seq, argument), with
+    the same rules and the same errors as :func:`event` (which reports whatever this fast
+    path does not accept at a glance)."""
+    if type(raw) is dict:
+        sku: Any = raw.get("sku")
+        loc: Any = raw.get("location")
+        seq = raw.get("seq")
+        eid = raw.get("event_id")
+        ts = raw.get("occurred_at")
+        if (
+            (_good(sku, _GOOD_IDS) or (type(sku) is str and _ID_MATCH(sku)))
+            and (_good(loc, _GOOD_IDS) or (type(loc) is str and _ID_MATCH(loc)))
+            and type(seq) is int
+            and 0 <= seq <= _SEQ_MAX
+            and type(eid) is str
+            and _ID_MATCH(eid)
+            and (_good(ts, _GOOD_TIMES) or _remember_time(ts))
+        ):
+            kind = raw.get("type")
+            if kind == "adjustment":
+                d1 = raw.get("on_hand_delta", 0)
+                d2 = raw.get("allocated_delta", 0)
+                reason = raw.get("reason", "")
+                ok = (
+                    type(d1) is int
+                    and -_QMAX <= d1 <= _QMAX
+                    and type(d2) is int
+                    and -_QMAX <= d2 <= _QMAX
+                    and type(reason) is str
+                    and len(reason) <= 200
+                )
+                arg = f"a{seq}|{d1}|{d2}"
+            elif kind == "snapshot":
+                oh = raw.get("on_hand")
+                al = raw.get("allocated")
+                ss = raw.get("safety_stock")
+                ok = (
+                    type(oh) is int
+                    and 0 <= oh <= _QMAX
+                    and type(al) is int
+                    and 0 <= al <= _QMAX
+                    and type(ss) is int
+                    and 0 <= ss <= _QMAX
+                )
+                arg = f"s{seq}|{oh}|{al}|{ss}"
+            else:
+                ok = False
+            if ok:
+                _remember_id(sku)
+                _remember_id(loc)
+                return f"{sku}|{loc}", seq, arg
+    ev = event(raw)  # raises the precise BadRequest, or agrees
+    if isinstance(ev, Adjustment):
+        arg = f"a{ev.seq}|{ev.on_hand_delta}|{ev.allocated_delta}"
+    else:
+        arg = f"s{ev.seq}|{ev.on_hand}|{ev.allocated}|{ev.safety_stock}"
+    return f"{ev.sku}|{ev.location}", ev.seq, arg
+
+
+def _remember_id(value: str) -> None:
+    if value not in _GOOD_IDS:
+        if len(_GOOD_IDS) >= _GOOD_MAX:
+            _GOOD_IDS.clear()
+        _GOOD_IDS[value] = None
+
+
+def _remember_time(value: object) -> bool:
+    try:
+        _timestamp(value)
+    except BadRequest:
+        return False
+    if len(_GOOD_TIMES) >= _GOOD_MAX:
+        _GOOD_TIMES.clear()
+    _GOOD_TIMES[value] = None  # type: ignore[index]
+    return True
+
+
 def _timestamp(value: object) -> str:
     if type(value) is not str or len(value) > 40:
         raise _bad("/occurred_at", "must be an RFC 3339 timestamp string")

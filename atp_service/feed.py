@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -26,13 +28,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 
 from .errors import Unavailable
-from .ingest import Ingest
+from .ingest import Ingest, Prepared
 from .metrics import Metrics
+from .store import Lane
 
 log = logging.getLogger("atp.feed")
 
 BATCH = 2000  # records per fetch
-CHUNK = 500  # records per apply: keeps each step short so lookups are never held up
+CHUNK = 250  # records per apply: keeps each step short so lookups are never held up
+DEPTH = 3  # apply calls in flight on the lane: Redis runs one while the next is decoded
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One fetched batch until it is committed."""
+
+    first: dict[TopicPartition, int]  # where to seek back to if it must be fetched again
+    commit: dict[TopicPartition, int]  # the offsets to commit once it is all in Redis
+    chunks: int  # chunks not yet finished
+    dead: list[tuple[ConsumerRecord[Any, Any], str]] = field(default_factory=list)
 
 
 class Feed:
@@ -62,6 +76,10 @@ class Feed:
         self.newest_ms = 0  # Kafka timestamp of the newest applied record
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.lane: Lane | None = None
+        # chunks sent on the lane, oldest first: (calls, their records, batch, newest ts)
+        self._flights: deque[tuple[Prepared, list[ConsumerRecord[Any, Any]], _Batch, int]] = deque()
+        self._batches: deque[_Batch] = deque()  # fetched, not yet committed, oldest first
 
     @property
     def fresh(self) -> bool:
@@ -145,25 +163,40 @@ class Feed:
     async def _consume(self) -> None:
         consumer = self.consumer
         assert consumer is not None
-        while True:
-            batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
-            if not batch:
-                self.joined = bool(consumer.assignment())
-                continue
-            self.broker_ok_at = self.clock()
-            try:
-                await self._apply(batch)
-            except Unavailable:
-                # Redis is away: nothing of this batch is committed; fetch it again later.
-                for tp, records in batch.items():
-                    consumer.seek(tp, records[0].offset)
-                await asyncio.sleep(0.5)
-                continue
-            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        try:
+            while True:
+                try:
+                    # With calls in flight, take only what is already fetched: Redis must
+                    # not wait for the broker's long poll.
+                    batch = await consumer.getmany(
+                        timeout_ms=0 if self._flights else 500, max_records=BATCH
+                    )
+                    if not batch:
+                        if self._flights:
+                            await self._land(0)
+                        else:
+                            self.joined = bool(consumer.assignment())
+                        continue
+                    self.broker_ok_at = self.clock()
+                    await self._apply(batch)
+                except Unavailable:
+                    # Redis is away: nothing uncommitted counts; fetch it all again later.
+                    await self._rewind(consumer)
+                    await asyncio.sleep(0.5)
+        finally:
+            await self._abandon()
 
     async def _apply(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        """Send the batch chunk by chunk on the lane, keeping at most DEPTH calls in flight;
+        each earlier batch whose calls have all returned is dead-lettered and committed."""
         records = [r for rs in batch.values() for r in rs]
-        dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
+        pending = _Batch(
+            first={tp: rs[0].offset for tp, rs in batch.items()},
+            commit={tp: rs[-1].offset + 1 for tp, rs in batch.items()},
+            chunks=(len(records) + CHUNK - 1) // CHUNK,
+        )
+        self._batches.append(pending)
+        lane = self._lane()
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
             events: list[Any] = []
@@ -173,13 +206,67 @@ class Feed:
                     events.append(orjson.loads(record.value or b""))
                     origin.append(record)
                 except orjson.JSONDecodeError as exc:
-                    dead.append((record, f"invalid JSON: {exc.msg}"))
-            result = await self.ingest.apply(events, "kafka")
+                    pending.dead.append((record, f"invalid JSON: {exc.msg}"))
+            prepared = self.ingest.prepare(events, tagged=True)
+            newest = max(r.timestamp for r in chunk)
+            for command in prepared.commands:
+                await self._land(DEPTH - 1)
+                await lane.send(command)
+            self._flights.append((prepared, origin, pending, newest))
+            await asyncio.sleep(0)  # one chunk per step: lookups wait for no more than that
+        await self._land(DEPTH)
+
+    async def _land(self, keep: int) -> None:
+        """Finish the oldest chunks until at most ``keep`` calls are in flight, then
+        dead-letter and commit every batch whose chunks are all in Redis."""
+        lane = self._lane()
+        flights = self._flights
+        while flights and (lane.in_flight > keep or not flights[0][0].commands):
+            prepared, origin, pending, newest = flights.popleft()
+            replies = [await lane.reply() for _ in prepared.commands]
+            result = self.ingest.finish(prepared, replies, "kafka")
             for item in result.rejected:
-                dead.append((origin[item["index"]], item["reason"]))
-            self.newest_ms = max(self.newest_ms, max(r.timestamp for r in chunk))
-        if dead:
-            await self._dead_letter(dead)
+                pending.dead.append((origin[item["index"]], item["reason"]))
+            self.newest_ms = max(self.newest_ms, newest)
+            pending.chunks -= 1
+        consumer = self.consumer
+        assert consumer is not None
+        while self._batches and self._batches[0].chunks == 0:
+            done = self._batches[0]
+            if done.dead:
+                await self._dead_letter(done.dead)
+                done.dead = []
+            await consumer.commit(done.commit)  # only now: Redis has all of it
+            self._batches.popleft()
+
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Seek every partition back to its oldest uncommitted record; forget what was in
+        flight (it is fetched and applied again: duplicates are harmless)."""
+        first: dict[TopicPartition, int] = {}
+        for pending in self._batches:
+            for tp, offset in pending.first.items():
+                first.setdefault(tp, offset)
+        await self._abandon()
+        assigned = consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                consumer.seek(tp, offset)
+
+    async def _abandon(self) -> None:
+        """Drop the lane and every chunk in flight; their stream entries, if they ran, are
+        then applied by the tailer (the cache takes a new writer id)."""
+        if self._flights or (self.lane is not None and self.lane.in_flight):
+            self.ingest.cache.new_writer()
+        self._flights.clear()
+        self._batches.clear()
+        if self.lane is not None:
+            with contextlib.suppress(Exception):
+                await self.lane.reset()
+
+    def _lane(self) -> Lane:
+        if self.lane is None:
+            self.lane = Lane(self.ingest.store)
+        return self.lane
 
     async def _dead_letter(self, dead: list[tuple[ConsumerRecord[Any, Any], str]]) -> None:
         producer = self.producer

@@ -100,7 +100,7 @@ class Store:
     def __init__(self, client: aioredis.Redis) -> None:
         # Any: redis-py types replies as bytes|str unions; this client never decodes (bytes).
         self.client: Any = client
-        self._queue: list[tuple[Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
+        self._queue: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -110,9 +110,14 @@ class Store:
 
     def run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
         """Queue one script call for this tick's pipeline; the future gets its reply."""
+        script = SCRIPTS[name]
+        return self.run_packed(pack("EVALSHA", script.sha, len(keys_), *keys_, *args))
+
+    def run_packed(self, command: bytes) -> asyncio.Future[Any]:
+        """Queue one EVALSHA already in RESP (see :func:`pack`) for this tick's pipeline."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((SCRIPTS[name], keys_, args, fut))
+        self._queue.append((command, fut))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -124,24 +129,22 @@ class Store:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(
-        self, batch: list[tuple[Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]]
-    ) -> None:
+    async def _execute(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         try:
-            results = await self._pipeline(batch)
+            results = await self._pipeline([command for command, _ in batch])
         except (RedisError, OSError):
-            for *_, fut in batch:
+            for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(Unavailable("shared state unreachable", retry_after=1))
             return
         except BaseException as exc:  # cancelled at shutdown: fail the callers, don't hang
-            for *_, fut in batch:
+            for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(Unavailable("service shutting down", retry_after=1))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for (*_, fut), result in zip(batch, results, strict=True):
+        for (_, fut), result in zip(batch, results, strict=True):
             if fut.done():
                 continue
             if isinstance(result, Exception):
@@ -149,22 +152,14 @@ class Store:
             else:
                 fut.set_result(result)
 
-    async def _pipeline(
-        self,
-        batch: list[tuple[Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]],
-        reload: bool = True,
-    ) -> list[Any]:
-        commands = [
-            pack("EVALSHA", script.sha, len(keys_), *keys_, *args)
-            for script, keys_, args, _ in batch
-        ]
+    async def _pipeline(self, commands: list[bytes], reload: bool = True) -> list[Any]:
         results = await self._send(commands)
         missing = [isinstance(r, NoScriptError) for r in results]
         if not any(missing) or not reload:
             return results
         # Redis lost its script cache (restart): reload, rerun only what did not run.
         await self.load_scripts()
-        again = [b for b, m in zip(batch, missing, strict=True) if m]
+        again = [c for c, m in zip(commands, missing, strict=True) if m]
         rerun = iter(await self._pipeline(again, reload=False))
         return [next(rerun) if m else r for r, m in zip(results, missing, strict=True)]
 
@@ -192,3 +187,57 @@ class Store:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Lane:
+    """One dedicated connection on which script calls run in the order they were sent, with
+    several in flight: the caller sends call i+1 (and prepares i+2) while Redis runs call i,
+    and reads the replies in order. (``Store`` pipelines per loop tick on pooled
+    connections, which does not order the calls of two ticks.)
+
+    Any failure (connection lost, timeout, Redis lost its scripts) drops the connection and
+    every call in flight, whose effects are then unknown, and raises ``Unavailable``: the
+    caller sends them again, which is safe because every write script is idempotent.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._conn: Any = None
+        self.in_flight = 0
+
+    async def send(self, command: bytes) -> None:
+        try:
+            if self._conn is None:
+                await self.store.load_scripts()  # Redis may have restarted since
+                self._conn = await self.store.client.connection_pool.get_connection()
+            await self._conn.send_packed_command(command, check_health=False)
+        except (RedisError, OSError) as exc:
+            await self.reset()
+            raise Unavailable("shared state unreachable", retry_after=1) from exc
+        self.in_flight += 1
+
+    async def reply(self) -> Any:
+        """The reply of the oldest call in flight (a script error is returned, not raised)."""
+        assert self._conn is not None and self.in_flight
+        try:
+            try:
+                result = await self._conn.read_response()
+            except NoScriptError:
+                raise
+            except ResponseError as exc:
+                result = exc
+        except (RedisError, OSError) as exc:
+            await self.reset()
+            raise Unavailable("shared state unreachable", retry_after=1) from exc
+        self.in_flight -= 1
+        return result
+
+    async def reset(self) -> None:
+        """Drop the connection and whatever is in flight on it."""
+        conn, self._conn, self.in_flight = self._conn, None, 0
+        if conn is not None:
+            pool = self.store.client.connection_pool
+            try:
+                await conn.disconnect()
+            finally:
+                await pool.release(conn)

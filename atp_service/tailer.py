@@ -28,6 +28,7 @@ log = logging.getLogger("atp.tailer")
 
 SCAN_COUNT = 20_000
 BLOCK_MS = 500
+WRITER_FIELD = b"~w"  # first field of an entry apply_events wrote for a tagged writer
 
 
 def _id_tuple(stream_id: bytes | str) -> tuple[int, int]:
@@ -111,7 +112,9 @@ class Tailer:
                 backoff = 0.05
 
     async def _tail(self) -> None:
-        apply = self.cache.apply
+        cache = self.cache
+        apply = cache.apply
+        own = cache.own
         while True:
             reply = await self.client.xread(
                 {keys.CHANGES: self.last_id}, count=5000, block=BLOCK_MS
@@ -119,7 +122,10 @@ class Tailer:
             self.last_ok = self.clock()
             for _stream, entries in reply or ():
                 for _entry_id, fields in entries:
+                    self.applied += 1
+                    tag = fields.pop(WRITER_FIELD, None)
+                    if tag is not None and own(tag, fields):
+                        continue  # this replica's own write: its reply brings the records
                     for name, record in fields.items():
                         apply(name.decode(), record)
-                    self.applied += 1
                 self.last_id = entries[-1][0].decode()
