@@ -5,7 +5,8 @@ shared pace (at most ATP_ERP_RATE calls in any second, all replicas together, ev
 and leases the entry so two replicas never send it at once; a dead replica's lease expires
 and the entry goes back to its queue. The reply is recorded with ``erp_outcome.lua``.
 
-Failures: 429 re-queues the entry after Retry-After and pauses every replica for that long;
+Failures: 429 re-queues the entry after Retry-After and pauses every replica for that long,
+and widens this replica's spacing until calls are answered again (:class:`Spacing`);
 timeouts, connection errors and 5xx re-queue it with exponential backoff and jitter and count
 towards the circuit breaker; any other 4xx is a permanent refusal (``rejected``).
 Nothing is dropped: an entry leaves the outbox only with a final answer.
@@ -77,6 +78,34 @@ class SendPacer:
             await self.sleep(at - now)
 
 
+class Spacing:
+    """How far apart this replica spaces its ERP calls, as a multiple of ``1 / rate``.
+
+    ``INTERVAL_MARGIN`` when all is well. A 429 means calls still arrived bunched at the ERP
+    (a busy CPU on either side delays one call and not the next): every 429 costs a pause of
+    a whole Retry-After for every replica, so each one widens the spacing by ``GROW`` (up to
+    ``MAX``), and each answered call narrows it back by ``SHRINK``. Under a steady 1 ms of
+    jitter this settles a few percent wide instead of pausing a second every second."""
+
+    GROW = 1.25
+    SHRINK = 0.002
+    MAX = 2.0
+
+    def __init__(self, rate: float) -> None:
+        self.base_ms = 1000.0 / rate
+        self.margin = INTERVAL_MARGIN
+
+    @property
+    def interval_ms(self) -> float:
+        return self.base_ms * self.margin
+
+    def throttled(self) -> None:
+        self.margin = min(self.MAX, self.margin * self.GROW)
+
+    def answered(self) -> None:
+        self.margin = max(INTERVAL_MARGIN, self.margin - self.SHRINK)
+
+
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
     """Seconds before retrying after a transient failure: exponential, capped, jittered."""
     delay: float = min(10.0, 0.25 * 2 ** max(0, attempts - 1)) * (0.5 + rng() / 2)
@@ -103,8 +132,8 @@ class Gateway:
         self.ingest = ingest
         self.breaker = breaker or Breaker()
         self.clock = clock
-        self.interval_ms = 1000.0 / settings.erp_rate * INTERVAL_MARGIN
-        self.pacer = SendPacer(self.interval_ms / 1000)
+        self.spacing = Spacing(settings.erp_rate)
+        self.pacer = SendPacer(self.spacing.interval_ms / 1000)
         self.lease_ms = int((settings.erp_timeout + 10) * 1000)
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -121,7 +150,7 @@ class Gateway:
             await slots.acquire()
             try:
                 reply = await self.store.run(
-                    "erp_next", script_keys, (self.interval_ms, self.lease_ms, *aging)
+                    "erp_next", script_keys, (self.spacing.interval_ms, self.lease_ms, *aging)
                 )
             except (Unavailable, RedisError, OSError):
                 slots.release()
@@ -185,6 +214,8 @@ class Gateway:
         if member.startswith("g:"):
             outcome, called = await self._resync(ident)
             self.metrics.erp_calls.labels(CALL_KIND["g"], outcome.kind).inc(int(called))
+            if called:
+                self._adapt(outcome)
             await self._record(member, prio, attempts, outcome, {})
             return
         fields: dict[bytes, bytes] = await self.store.client.hgetall(keys.reservation(ident))
@@ -210,11 +241,20 @@ class Gateway:
             reply = await self.transport.send("DELETE", f"/reservations/{ident}", None, headers)
             outcome = classify(member, reply)
         self.metrics.erp_calls.labels(CALL_KIND[member[0]], outcome.kind).inc()
+        self._adapt(outcome)
         if outcome.transient:
             self.breaker.failure()
         elif fields:
             self.breaker.success()
         await self._record(member, prio, attempts, outcome, fields)
+
+    def _adapt(self, outcome: Outcome) -> None:
+        """Widen this replica's spacing after a 429, narrow it after an answered call."""
+        if outcome.kind == "throttled":
+            self.spacing.throttled()
+        elif not outcome.transient:
+            self.spacing.answered()
+        self.pacer.interval = self.spacing.interval_ms / 1000
 
     async def _record(
         self, member: str, prio: str, attempts: int, outcome: Outcome, fields: dict[bytes, bytes]

@@ -99,3 +99,24 @@ async def test_send_pacer_spaces_this_replicas_sends() -> None:
     now[0] += 0.5
     await pacer.wait()  # long after: at once again
     assert slept == [0.02]
+
+
+def test_spacing_widens_on_429_and_narrows_back() -> None:
+    from atp_service.gateway import INTERVAL_MARGIN, Spacing
+
+    spacing = Spacing(50)
+    assert spacing.interval_ms == 20 * INTERVAL_MARGIN
+    spacing.throttled()
+    assert spacing.interval_ms == 20 * INTERVAL_MARGIN * Spacing.GROW
+    for _ in range(20):
+        spacing.throttled()
+    assert spacing.interval_ms == 20 * Spacing.MAX  # capped: never slower than half the rate
+    for _ in range(10_000):
+        spacing.answered()
+    assert spacing.interval_ms == 20 * INTERVAL_MARGIN  # never tighter than the base margin
+    spacing.throttled()
+    steps = 0
+    while spacing.margin > INTERVAL_MARGIN:
+        spacing.answered()
+        steps += 1
+    assert 50 <= steps <= 200  # recovers over a few seconds of calls, not at once
