@@ -68,6 +68,9 @@ class Settings:
     low_stock: int = 5
     expiry_interval: float = 0.1
     stale_after: float = 2.0
+    # How long a finished reservation (released, expired, rejected) stays readable and keeps its
+    # id from being reused; then Redis deletes it. Not applied while an ERP cancel is due.
+    retention: float = 7 * 86400.0
     log_level: str = "info"
     access_log: bool = False  # one JSON line per request on stderr (off: the hot path stays lean)
     # Direct TLS on the listener (both or neither); unset = plain HTTP behind a TLS proxy.
@@ -123,6 +126,9 @@ class Settings:
             ),
             expiry_interval=_positive_float("ATP_EXPIRY_INTERVAL", get("ATP_EXPIRY_INTERVAL"), 0.1),
             stale_after=_positive_float("ATP_STALE_AFTER", get("ATP_STALE_AFTER"), 2.0),
+            retention=_positive_float(
+                "ATP_RESERVATION_RETENTION", get("ATP_RESERVATION_RETENTION"), 7 * 86400.0
+            ),
             log_level=(get("ATP_LOG_LEVEL") or "info").lower(),
             access_log=_flag("ATP_ACCESS_LOG", get("ATP_ACCESS_LOG")),
             tls_cert=_tls_file("ATP_TLS_CERT", get("ATP_TLS_CERT"), get("ATP_TLS_KEY")),

@@ -274,7 +274,8 @@ class Gateway:
             "erp_outcome",
             (keys.reservation(member[2:]), keys.INV, keys.CHANGES, keys.SETTLE, keys.INFLIGHT,
              *OUTBOX_KEYS, keys.ATTEMPTS, keys.ERP_NEXT),
-            (member, prio, kind, int(self.clock() * 1000), keys.CHANGES_MAXLEN, data, pause_ms),
+            (member, prio, kind, int(self.clock() * 1000), keys.CHANGES_MAXLEN, data, pause_ms,
+             int(self.settings.retention * 1000)),
         )  # fmt: skip
         records = reply[2:]
         self.cache.apply_many(

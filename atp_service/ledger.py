@@ -93,6 +93,7 @@ class Ledger:
         # reservation of the priority is refused: its budget in seconds of ERP calls.
         self.max_backlog = {p: int(s * settings.erp_rate) for p, s in settings.erp_budgets.items()}
         self.cancel_delay_ms = int(settings.erp_timeout * 1000)
+        self.retention_ms = int(settings.retention * 1000)
         self.clock = clock
 
     def now_ms(self) -> int:
@@ -170,7 +171,8 @@ class Ledger:
             "transition",
             (keys.reservation(reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY, keys.SETTLE,
              *OUTBOX_KEYS, keys.ATTEMPTS),
-            (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN, self.cancel_delay_ms, owner),
+            (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN, self.cancel_delay_ms, owner,
+             self.retention_ms),
         )  # fmt: skip
         tag = reply[0]
         if tag == b"missing":

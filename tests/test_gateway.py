@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis.asyncio as redis
 
-from .procs import ADMIN, ErpSimProc, ServiceProc
+from .procs import ADMIN, ErpSimProc, RedisProc, ServiceProc
 from .test_replicas import reserve
 
 SKUS = [f"SKU-{i:06d}" for i in range(1, 11)]
@@ -171,7 +172,7 @@ async def test_erp_outage_then_kill9_of_every_replica_loses_nothing(
 
 
 async def test_erp_rejection_returns_the_stock(
-    services, http, tmp_path: Path, erp_sims: list[ErpSimProc]
+    services, http, tmp_path: Path, erp_sims: list[ErpSimProc], redis_proc: RedisProc
 ) -> None:  # type: ignore[no-untyped-def]
     erp, (svc,) = await start_stack(http, erp_sims, services, tmp_path, replicas=1, rate=50,
                                     on_hand=10)  # fmt: skip
@@ -192,25 +193,41 @@ async def test_erp_rejection_returns_the_stock(
         assert r.status == 409
     async with http.delete(f"{svc.url}/v1/reservations/x1", headers=ADMIN) as r:
         assert (await r.json())["status"] == "rejected"
+    async with redis.from_url(redis_proc.url) as client:  # finished: kept for the retention
+        assert await _ttl_set(client, "atp:res:x1")
     await assert_erp_consistent(http, erp, [])
 
 
+async def _ttl_set(client: Any, record: str) -> bool:
+    ttl = await client.pttl(record)
+    return bool(0 < ttl <= 7 * 86400 * 1000)
+
+
 async def test_releasing_a_confirmed_reservation_cancels_it_at_the_erp(
-    services, http, tmp_path: Path, erp_sims: list[ErpSimProc]
+    services, http, tmp_path: Path, erp_sims: list[ErpSimProc], redis_proc: RedisProc
 ) -> None:  # type: ignore[no-untyped-def]
     erp, (svc,) = await start_stack(http, erp_sims, services, tmp_path, replicas=1, rate=50,
                                     on_hand=10)  # fmt: skip
     status, _ = await reserve(http, svc, "d1", line(0, qty=4))
     assert status == 201
     await wait_for(lambda: all_status(http, svc, ["d1"], "confirmed"), 10)
-    async with http.delete(f"{svc.url}/v1/reservations/d1", headers=ADMIN) as r:
-        assert (await r.json())["status"] == "released"
+    record = "atp:res:d1"
+    async with redis.from_url(redis_proc.url) as client:
+        assert await client.pttl(record) == -1  # confirmed: kept
+        await admin(http, erp, "POST", "/admin/faults", {"outage": True})
+        async with http.delete(f"{svc.url}/v1/reservations/d1", headers=ADMIN) as r:
+            assert (await r.json())["status"] == "released"
+        await asyncio.sleep(0.5)
+        assert await client.pttl(record) == -1  # released, but its ERP cancel is still due
+        await admin(http, erp, "DELETE", "/admin/faults")
 
     async def cancelled() -> bool:
         ledger = await admin(http, erp, "GET", f"/admin/ledger?sku={SKUS[0]}")
         return bool(ledger["reservations"]["d1"]["status"] == "cancelled")
 
-    await wait_for(cancelled, 10)
+    await wait_for(cancelled, 15)
+    async with redis.from_url(redis_proc.url) as client:  # cancel answered: retention starts
+        await wait_for(lambda: _ttl_set(client, record), 5)
 
     async def back_to_ten() -> bool:  # the ERP's cancel event is applied: all stock is back
         async with http.get(f"{svc.url}/v1/availability/{SKUS[0]}", headers=ADMIN) as r:

@@ -118,3 +118,40 @@ async def test_all_lines_or_none(app_client) -> None:  # type: ignore[no-untyped
     assert await _atp(app_client) == 5
     r = await app_client.get("/v1/reservations/m1", headers=ADMIN)
     assert r.status == 404  # nothing half-written
+
+
+async def test_finished_reservations_are_kept_for_the_retention_then_deleted(
+    redis_proc: Any,
+) -> None:
+    import redis.asyncio as redis
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from atp_service.app import create_app
+
+    from .conftest import settings_for
+
+    app = create_app(settings_for(redis_proc.url, ATP_RESERVATION_RETENTION="1"))
+    async with TestClient(TestServer(app)) as client, redis.from_url(redis_proc.url) as db:
+        for _ in range(500):
+            if (await client.get("/readyz")).status == 200:
+                break
+            await asyncio.sleep(0.01)
+        await _setup(client, on_hand=20)
+        await _hold(client, "kept", seconds=60)
+        await _hold(client, "gone", seconds=60)
+        await _hold(client, "lapse", seconds=1)
+        r = await client.post("/v1/reservations/kept/commit", headers=ADMIN)
+        assert r.status == 200 and (await r.json())["status"] == "confirmed"
+        r = await client.delete("/v1/reservations/gone", headers=ADMIN)
+        assert (await r.json())["status"] == "released"
+        assert await db.pttl("atp:res:kept") == -1  # confirmed: kept until released
+        assert await db.pttl("atp:res:gone") == -1 or 0 < await db.pttl("atp:res:gone") <= 1000
+        assert (await _state(client, "gone"))["status"] == "released"  # readable meanwhile
+        deadline = time.monotonic() + 5
+        while await db.exists("atp:res:gone", "atp:res:lapse"):  # expired, then deleted too
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        r = await client.get("/v1/reservations/gone", headers=ADMIN)
+        assert r.status == 404
+        assert (await _state(client, "kept"))["status"] == "confirmed"
+        assert await _atp(client) == 17  # only the confirmed one still holds stock

@@ -3,7 +3,8 @@
 -- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 SETTLE, 5 INFLIGHT,
 --       6..8 OUTBOX(checkout, sales, background), 9 ATTEMPTS, 10 ERP_NEXT
 -- ARGV: 1 member ('r:<id>' | 'c:<id>'), 2 priority, 3 outcome, 4 now_ms, 5 stream maxlen,
---       6 outcome data, 7 pause ms (429: no replica calls the ERP before now + pause)
+--       6 outcome data, 7 pause ms (429: no replica calls the ERP before now + pause),
+--       8 retention ms of a finished reservation
 --   outcome 'confirmed' (r:): data = JSON lines [{sku, location, qty, erp_seq}] as sent back
 --   outcome 'rejected'  (r:): data = reason
 --   outcome 'retry':          data = delay ms before this entry may be sent again
@@ -35,6 +36,7 @@ local id = redis.call('HGET', res, 'id')
 local status = redis.call('HGET', res, 'status')
 if string.sub(member, 1, 2) == 'c:' then
   redis.call('HSET', res, 'erp_cancelled', '1')
+  if status ~= 'held' and status ~= 'confirmed' then retire(res, id, box, tonumber(ARGV[8])) end
   return {status, ''}
 end
 if status ~= 'held' and status ~= 'released' then return {status, ''} end
@@ -87,6 +89,7 @@ else -- confirmed
   end
 end
 
+if status ~= 'held' and status ~= 'confirmed' then retire(res, id, box, tonumber(ARGV[8])) end
 local out = {status, ''}
 for _, v in ipairs(rec_save_all(KEYS[2], KEYS[3], ARGV[5], changed, tonumber(ARGV[4]))) do
   out[#out + 1] = v

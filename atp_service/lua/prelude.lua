@@ -52,3 +52,13 @@ local function rec_save_all(inv, changes, maxlen, changed, now)
   redis.call(unpack(xadd))
   return out
 end
+
+-- A finished reservation (released, expired, rejected) is kept for the retention, then Redis
+-- deletes it; one with an ERP cancel still to send is kept until that cancel is answered.
+local function retire(res, id, box, retention_ms)
+  if redis.call('ZSCORE', box, 'c:' .. id) then
+    redis.call('PERSIST', res)
+  else
+    redis.call('PEXPIRE', res, retention_ms)
+  end
+end

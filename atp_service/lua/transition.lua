@@ -8,7 +8,7 @@
 --       6..8 OUTBOX(checkout, sales, background), 9 ATTEMPTS
 -- ARGV: 1 action ('commit'|'release'|'expire'), 2 now_ms, 3 mode ('standalone'|'erp'),
 --       4 stream maxlen, 5 cancel delay ms (the ERP call timeout),
---       6 owner ('' = any: an admin key, or the service itself)
+--       6 owner ('' = any: an admin key, or the service itself), 7 retention ms (finished)
 -- Returns {'missing'} | {'not_committable', <fields>} | {'ok', <fields>, '', key, record, ...}
 local res = KEYS[1]
 if redis.call('EXISTS', res) == 0 then return {'missing'} end
@@ -87,6 +87,7 @@ for _, line in ipairs(cjson.decode(redis.call('HGET', res, 'lines'))) do
     end
   end
 end
+retire(res, id, box, tonumber(ARGV[7]))
 local out = fields('ok')
 if ARGV[1] == 'commit' then out[1] = 'not_committable' end
 out[#out + 1] = ''
