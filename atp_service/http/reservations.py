@@ -6,7 +6,7 @@ from aiohttp import web
 
 from .. import decode
 from ..config import ApiKey
-from ..errors import BadRequest
+from ..errors import BadRequest, Unavailable
 from ..ingest import Ingest
 from ..ledger import Ledger
 from ..metrics import Metrics
@@ -42,6 +42,15 @@ class Reservations:
         counter = self.metrics.reservations
         try:
             created, state = await self.ledger.reserve(req, owner_of(key), request.get(TRACE))
+        except Unavailable as exc:
+            counter.labels(req.priority, exc.slug).inc()
+            # The write may have reached Redis before the link failed: only a retry with the
+            # same id can tell, and it is safe (idempotent on reservation_id).
+            raise Unavailable(
+                f"{exc.detail}; the reservation may or may not have been taken: retry with "
+                "the same reservation_id and body",
+                retry_after=exc.retry_after,
+            ) from None
         except Exception as exc:
             counter.labels(req.priority, getattr(exc, "slug", "error")).inc()
             raise

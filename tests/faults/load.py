@@ -72,7 +72,9 @@ async def reservations(http: aiohttp.ClientSession, svc: ServiceProc, lines: lis
                 if status >= 500 or status == 429:
                     assert status == 503, await r.text()
                     assert r.headers["Content-Type"].startswith("application/problem+json")
-                    assert (await r.json())["type"].endswith("/unavailable")
+                    problem = await r.json()
+                    assert problem["type"].endswith("/unavailable")
+                    assert "retry with the same reservation_id" in problem["detail"]
                 else:
                     assert status in (201, 409), await r.text()
         except (aiohttp.ClientError, TimeoutError):
