@@ -34,9 +34,10 @@ from .store import Lane
 
 log = logging.getLogger("atp.feed")
 
-BATCH = 2000  # records per fetch
+BATCH = 1000  # records per fetch (aiokafka parses them all in one step)
 CHUNK = 250  # records per apply: keeps each step short so lookups are never held up
 DEPTH = 3  # apply calls in flight on the lane: Redis runs one while the next is decoded
+COMMIT_EVERY = 0.2  # seconds between offset commits while busy (at once when idle)
 
 
 @dataclass(slots=True)
@@ -79,7 +80,9 @@ class Feed:
         self.lane: Lane | None = None
         # chunks sent on the lane, oldest first: (calls, their records, batch, newest ts)
         self._flights: deque[tuple[Prepared, list[ConsumerRecord[Any, Any]], _Batch, int]] = deque()
-        self._batches: deque[_Batch] = deque()  # fetched, not yet committed, oldest first
+        self._batches: deque[_Batch] = deque()  # fetched, not yet all in Redis, oldest first
+        self._done: dict[TopicPartition, int] = {}  # offsets all in Redis, not yet committed
+        self._committed_at = 0.0
 
     @property
     def fresh(self) -> bool:
@@ -172,7 +175,7 @@ class Feed:
                         timeout_ms=0 if self._flights else 500, max_records=BATCH
                     )
                     if not batch:
-                        if self._flights:
+                        if self._flights or self._done:
                             await self._land(0)
                         else:
                             self.joined = bool(consumer.assignment())
@@ -229,15 +232,21 @@ class Feed:
                 pending.dead.append((origin[item["index"]], item["reason"]))
             self.newest_ms = max(self.newest_ms, newest)
             pending.chunks -= 1
-        consumer = self.consumer
-        assert consumer is not None
         while self._batches and self._batches[0].chunks == 0:
             done = self._batches[0]
             if done.dead:
-                await self._dead_letter(done.dead)
+                await self._dead_letter(done.dead)  # delivered before the offsets commit
                 done.dead = []
-            await consumer.commit(done.commit)  # only now: Redis has all of it
             self._batches.popleft()
+            self._done.update(done.commit)
+        # Only now, Redis has all of it. Not after every batch: a commit is a broker round
+        # trip, and what is applied but not yet committed only comes back as duplicates.
+        if self._done and (keep == 0 or self.clock() - self._committed_at >= COMMIT_EVERY):
+            consumer = self.consumer
+            assert consumer is not None
+            done_offsets, self._done = self._done, {}
+            self._committed_at = self.clock()
+            await consumer.commit(done_offsets)
 
     async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Seek every partition back to its oldest uncommitted record; forget what was in
@@ -246,7 +255,9 @@ class Feed:
         for pending in self._batches:
             for tp, offset in pending.first.items():
                 first.setdefault(tp, offset)
+        done = self._done  # all in Redis: still to be committed
         await self._abandon()
+        self._done = done
         assigned = consumer.assignment()
         for tp, offset in first.items():
             if tp in assigned:
@@ -259,6 +270,7 @@ class Feed:
             self.ingest.cache.new_writer()
         self._flights.clear()
         self._batches.clear()
+        self._done = {}  # applied, not committed: fetched again, as duplicates
         if self.lane is not None:
             with contextlib.suppress(Exception):
                 await self.lane.reset()

@@ -28,6 +28,7 @@ log = logging.getLogger("atp.tailer")
 
 SCAN_COUNT = 20_000
 BLOCK_MS = 500
+STEP_RECORDS = 1000  # records applied between yields to the event loop
 WRITER_FIELD = b"~w"  # first field of an entry apply_events wrote for a tagged writer
 
 
@@ -115,6 +116,7 @@ class Tailer:
         cache = self.cache
         apply = cache.apply
         own = cache.own
+        budget = STEP_RECORDS
         while True:
             reply = await self.client.xread(
                 {keys.CHANGES: self.last_id}, count=5000, block=BLOCK_MS
@@ -128,4 +130,8 @@ class Tailer:
                         continue  # this replica's own write: its reply brings the records
                     for name, record in fields.items():
                         apply(name.decode(), record)
+                    budget -= len(fields)
+                    if budget <= 0:  # another replica's big ingest step: let lookups in
+                        budget = STEP_RECORDS
+                        await asyncio.sleep(0)
                 self.last_id = entries[-1][0].decode()

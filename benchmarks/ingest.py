@@ -510,16 +510,28 @@ def lookup_round(
 
 
 CATEGORIES = (
-    ("Tailer: XREAD of its own writes from atp:changes + Cache.apply again", ("Tailer._tail",)),
+    ("Tailer: XREAD of atp:changes (own entries skipped), Cache.apply", ("Tailer._tail",)),
     ("Kafka: getmany, record batch parsing (aiokafka)", ("AIOKafkaConsumer.getmany",)),
     ("Kafka: offset commit", ("AIOKafkaConsumer.commit",)),
     ("Kafka: background fetcher (fetch requests, responses)", ("Fetcher._",)),
-    ("Validation: decode.event -> dataclasses", ("event (atp_service/decode.py)",)),
-    ("RESP encoding of script arguments (store.pack)", ("pack (atp_service/store.py)",)),
-    ("Redis socket I/O + reply parsing (Store._send)", ("Store._send",)),
-    ("Cache.apply of the script replies", ("Cache.apply",)),
-    ("Ingest.apply: grouping, sorting, argument lists, metrics", ("Ingest.apply",)),
-    ("Feed._apply: orjson.loads, chunking", ("Feed._apply",)),
+    (
+        "Validation: decode.event_arg (decode.event on its slow path)",
+        ("event_arg (atp_service/decode.py)", "event (atp_service/decode.py)"),
+    ),
+    (
+        "RESP encoding of script calls (Ingest._pack, store.pack)",
+        ("Ingest._pack", "_bulk (atp_service/ingest.py)", "pack (atp_service/store.py)"),
+    ),
+    (
+        "Redis socket I/O + reply parsing (Lane, Store._send)",
+        ("Lane.send", "Lane.reply", "Store._send"),
+    ),
+    ("Cache update from the script replies", ("Cache.apply_replies", "Cache.apply")),
+    (
+        "Ingest: grouping, sorting, counting (prepare, finish, apply)",
+        ("Ingest.prepare", "Ingest.finish", "Ingest.apply"),
+    ),
+    ("Feed: orjson.loads, chunking, keeping calls in flight", ("Feed._apply", "Feed._land")),
     ("/metrics scrapes (the benchmark's progress polls)", ("generate_latest",)),
 )
 
@@ -728,7 +740,7 @@ def suggestions_md(profile: dict[str, Any], rate: float, lookups: list[dict[str,
         "each formatted and length-prefixed in Python. Send one pre-joined argument per key "
         "(e.g. `s,1,1000|0|2;a,2,-1|0`, split in Lua) or build the RESP bytes in `Ingest` "
         "with one `b''.join`.\n"
-        f"6. **Cache updates** ({us('Cache.apply')} from replies, more through the tailer): "
+        f"6. **Cache updates** ({us('Cache')} from replies, more through the tailer): "
         "`Cache.apply` does `np.frombuffer`, a scalar compare and a row write per key; batch "
         "it like `load_bulk` (one `frombuffer` over the concatenated replies, vectorised "
         "version compare).\n"
