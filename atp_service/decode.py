@@ -124,8 +124,8 @@ def availability_items(body: object) -> list[tuple[str, str | None, str | None, 
             loc = identifier(loc, p + "/location")
         if group is not None:
             group = identifier(group, p + "/group")
-        qty = item.get("qty", 1)
-        qty = integer(qty, p + "/qty", 1, MAX_QTY)
+        qty = item.get("qty")  # absent or null: 1
+        qty = 1 if qty is None else integer(qty, p + "/qty", 1, MAX_QTY)
         items.append((sku, loc, group, qty))
     return items
 
@@ -191,10 +191,6 @@ _QMAX = MAX_QTY
 _SEQ_MAX = MAX_SEQ - 1
 
 
-def _good(value: object, seen: dict[str, None]) -> bool:
-    return type(value) is str and value in seen
-
-
 def event_arg(raw: object) -> tuple[str, int, str]:
     """One ERP event straight to what ``apply_events.lua`` takes: (key, seq, argument), with
     the same rules and the same errors as :func:`event` (which reports whatever this fast
@@ -206,47 +202,44 @@ def event_arg(raw: object) -> tuple[str, int, str]:
         eid = raw.get("event_id")
         ts = raw.get("occurred_at")
         if (
-            (_good(sku, _GOOD_IDS) or (type(sku) is str and _ID_MATCH(sku)))
-            and (_good(loc, _GOOD_IDS) or (type(loc) is str and _ID_MATCH(loc)))
+            type(sku) is str
+            and type(loc) is str
             and type(seq) is int
-            and 0 <= seq <= _SEQ_MAX
             and type(eid) is str
+            and type(ts) is str
+            and 0 <= seq <= _SEQ_MAX
+            and (sku in _GOOD_IDS or _new_id(sku))
+            and (loc in _GOOD_IDS or _new_id(loc))
             and _ID_MATCH(eid)
-            and (_good(ts, _GOOD_TIMES) or _remember_time(ts))
+            and (ts in _GOOD_TIMES or _new_time(ts))
         ):
             kind = raw.get("type")
             if kind == "adjustment":
                 d1 = raw.get("on_hand_delta", 0)
                 d2 = raw.get("allocated_delta", 0)
                 reason = raw.get("reason", "")
-                ok = (
+                if (
                     type(d1) is int
-                    and -_QMAX <= d1 <= _QMAX
                     and type(d2) is int
+                    and -_QMAX <= d1 <= _QMAX
                     and -_QMAX <= d2 <= _QMAX
                     and type(reason) is str
                     and len(reason) <= 200
-                )
-                arg = f"a{seq}|{d1}|{d2}"
+                ):
+                    return f"{sku}|{loc}", seq, f"a{seq}|{d1}|{d2}"
             elif kind == "snapshot":
                 oh = raw.get("on_hand")
                 al = raw.get("allocated")
                 ss = raw.get("safety_stock")
-                ok = (
+                if (
                     type(oh) is int
-                    and 0 <= oh <= _QMAX
                     and type(al) is int
-                    and 0 <= al <= _QMAX
                     and type(ss) is int
+                    and 0 <= oh <= _QMAX
+                    and 0 <= al <= _QMAX
                     and 0 <= ss <= _QMAX
-                )
-                arg = f"s{seq}|{oh}|{al}|{ss}"
-            else:
-                ok = False
-            if ok:
-                _remember_id(sku)
-                _remember_id(loc)
-                return f"{sku}|{loc}", seq, arg
+                ):
+                    return f"{sku}|{loc}", seq, f"s{seq}|{oh}|{al}|{ss}"
     ev = event(raw)  # raises the precise BadRequest, or agrees
     if isinstance(ev, Adjustment):
         arg = f"a{ev.seq}|{ev.on_hand_delta}|{ev.allocated_delta}"
@@ -255,21 +248,23 @@ def event_arg(raw: object) -> tuple[str, int, str]:
     return f"{ev.sku}|{ev.location}", ev.seq, arg
 
 
-def _remember_id(value: str) -> None:
-    if value not in _GOOD_IDS:
-        if len(_GOOD_IDS) >= _GOOD_MAX:
-            _GOOD_IDS.clear()
-        _GOOD_IDS[value] = None
+def _new_id(value: str) -> bool:
+    if _ID_MATCH(value) is None:
+        return False
+    if len(_GOOD_IDS) >= _GOOD_MAX:
+        _GOOD_IDS.clear()
+    _GOOD_IDS[value] = None
+    return True
 
 
-def _remember_time(value: object) -> bool:
+def _new_time(value: str) -> bool:
     try:
         _timestamp(value)
     except BadRequest:
         return False
     if len(_GOOD_TIMES) >= _GOOD_MAX:
         _GOOD_TIMES.clear()
-    _GOOD_TIMES[value] = None  # type: ignore[index]
+    _GOOD_TIMES[value] = None
     return True
 
 
