@@ -315,7 +315,10 @@ def _schemas() -> Json:
                 "group": _nullable(
                     _id("Location group (ATP_LOCATION_GROUPS); an unknown group is 400.", "EAST")
                 ),
-                "qty": {**_qty("Quantity wanted; `available` is atp >= qty.", 2), "default": 1},
+                "qty": _nullable(
+                    _qty("Quantity wanted; `available` is atp >= qty (null: 1).", 2)
+                    | {"default": 1}
+                ),
             },
             ["sku"],
             EX_BATCH_ITEM,

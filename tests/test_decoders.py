@@ -127,8 +127,9 @@ def batch_items(draw: st.DrawFn) -> dict[str, Any]:
             item[name] = draw(identifiers)
         elif draw(st.booleans()):
             item[name] = None  # null is the same as absent
-    if draw(st.booleans()):
-        item["qty"] = draw(quantities)
+    qty = draw(st.sampled_from(["absent", "null", "value"]))
+    if qty != "absent":
+        item["qty"] = None if qty == "null" else draw(quantities)  # null is the same as absent
     return item
 
 
@@ -147,7 +148,8 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Any]) -> Any:
             containers += [x for x in value if isinstance(x, dict)]
     for _ in range(draw(st.integers(1, 3))):
         target = draw(st.sampled_from(containers))
-        name = draw(st.sampled_from(sorted(target)) | st.sampled_from(FIELD_NAMES))
+        own = st.sampled_from(sorted(target)) if target else st.nothing()  # emptied by a drop
+        name = draw(own | st.sampled_from(FIELD_NAMES))
         action = draw(st.sampled_from(["replace", "drop"]))
         if action == "drop":
             target.pop(name, None)
@@ -270,7 +272,7 @@ def test_reservation_round_trips(body: dict[str, Any]) -> None:
 @given(body=batches)
 def test_batch_round_trips(body: dict[str, Any]) -> None:
     expected = [
-        (x["sku"], x.get("location"), x.get("group"), x.get("qty", 1)) for x in body["items"]
+        (x["sku"], x.get("location"), x.get("group"), x.get("qty") or 1) for x in body["items"]
     ]
     assert decode.availability_items(as_json(body)) == expected
 
