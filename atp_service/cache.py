@@ -96,21 +96,26 @@ class Cache:
                 self.apply(name, record)
             return
         row_for = self._row_for
+        by_sku = self.by_sku
         skus = []
         rows = []
         for name, _ in pairs:
             sku, _, location = name.partition("|")
             skus.append(sku)
-            rows.append(row_for(sku, location))
+            locs = by_sku.get(sku)
+            row = None if locs is None else locs.get(location)
+            rows.append(row_for(sku, location) if row is None else row)
         at = np.array(rows, dtype=np.int64)
         values = np.frombuffer(b"".join([r for _, r in pairs]), dtype="<i8").reshape(-1, 8)
         keep = values[:, VER] > self.arr[at, VER]
         self.arr[at[keep]] = values[keep]
         self.changes += 1
-        changes = self.changes
-        changed_at = self.changed_at
-        for i in keep.nonzero()[0].tolist():
-            changed_at[skus[i]] = changes
+        if keep.all():
+            self.changed_at.update(dict.fromkeys(skus, self.changes))
+        else:
+            changed_at, changes = self.changed_at, self.changes
+            for i in keep.nonzero()[0].tolist():
+                changed_at[skus[i]] = changes
 
     def next_token(self) -> int:
         """A token for one of this replica's writes whose reply is finished in token order."""
