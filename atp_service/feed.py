@@ -34,9 +34,9 @@ from .store import Lane
 
 log = logging.getLogger("atp.feed")
 
-BATCH = 1000  # records per fetch (aiokafka parses them all in one step)
-CHUNK = 250  # records per apply: keeps each step short so lookups are never held up
-DEPTH = 3  # apply calls in flight on the lane: Redis runs one while the next is decoded
+BATCH = 500  # records per fetch (aiokafka parses them all in one step)
+CHUNK = 100  # records per apply: keeps each step short so lookups are never held up
+DEPTH = 4  # apply calls in flight on the lane: Redis runs one while the next is decoded
 COMMIT_EVERY = 0.2  # seconds between offset commits while busy (at once when idle)
 
 
