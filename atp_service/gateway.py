@@ -13,9 +13,9 @@ Nothing is dropped: an entry leaves the outbox only with a final answer.
 Entries: ``r:<id>`` POST the reservation, ``c:<id>`` DELETE it (release after the ERP may have
 allocated it), ``g:<sku|loc>`` GET the key's inventory to heal a gap in its event seq.
 
-Tracing: a reservation's calls carry the ``X-Request-ID`` of the request that created it and a
-``traceparent`` in its trace with a new parent id per call (:mod:`trace`); a resync, which no
-request asked for, carries a new id and trace.
+Tracing: a reservation's calls carry the ``X-Request-ID`` of the request that created it (a
+cancel: of the release that caused it) and a ``traceparent`` in that trace with a new parent id
+per call (:mod:`trace`); a resync, which no request asked for, carries a new id and trace.
 """
 
 from __future__ import annotations
@@ -222,7 +222,12 @@ class Gateway:
         lines: list[dict[str, Any]] = []
         headers = {"Idempotency-Key": ident}
         if fields:
-            trace = Context.stored(fields.get(b"request_id"), fields.get(b"traceparent"))
+            # A cancel carries the trace of the release that caused it, when it had one saved.
+            cancel = member.startswith("c:") and b"cancel_request_id" in fields
+            prefix = b"cancel_" if cancel else b""
+            trace = Context.stored(
+                fields.get(prefix + b"request_id"), fields.get(prefix + b"traceparent")
+            )
             headers |= trace.outgoing()
         if not fields:
             outcome = Outcome("done")  # nothing to send for a reservation that is gone

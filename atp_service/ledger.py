@@ -166,13 +166,18 @@ class Ledger:
             raise NotFound(f"reservation {reservation_id} not found")
         return view({k.decode(): v.decode() for k, v in raw.items()})
 
-    async def transition(self, reservation_id: str, action: str, owner: str = "") -> dict[str, Any]:
+    async def transition(
+        self, reservation_id: str, action: str, owner: str = "", trace: Context | None = None
+    ) -> dict[str, Any]:
+        """Commit, release or expire. ``trace``: the releasing request's, which a cancel at the
+        ERP carries (saved in the same step)."""
         reply = await self.store.run(
             "transition",
             (keys.reservation(reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY, keys.SETTLE,
              *OUTBOX_KEYS, keys.ATTEMPTS),
             (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN, self.cancel_delay_ms, owner,
-             self.retention_ms),
+             self.retention_ms, trace.request_id if trace else "",
+             trace.traceparent if trace else ""),
         )  # fmt: skip
         tag = reply[0]
         if tag == b"missing":

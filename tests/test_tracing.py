@@ -132,18 +132,34 @@ async def test_request_id_and_trace_reach_the_erp_end_to_end(
     assert logged[made_rid]["trace_id"] == m2[1]
     assert logged["again"]["trace_id"] == "1" * 32  # the replay's own trace, in its log line
 
-    # Releasing a confirmed reservation cancels it at the ERP, in the same trace.
-    async with http.delete(svc.url + "/v1/reservations/t-1", headers=ADMIN) as r:
+    # Releasing a confirmed reservation cancels it at the ERP, in the release request's trace.
+    release_trace = "c" * 32
+    release = {"X-Request-ID": "rel-1", "traceparent": f"00-{release_trace}-{PARENT}-01"}
+    async with http.delete(svc.url + "/v1/reservations/t-1", headers=ADMIN | release) as r:
         assert r.status == 200
+    # One released without a trace of its own gets the id made for its DELETE.
+    async with http.delete(svc.url + "/v1/reservations/t-2", headers=ADMIN) as r:
+        assert r.status == 200
+        release_rid = r.headers["X-Request-ID"]
 
     async def cancelled() -> bool:
         return bool(calls_for(await erp_calls(http, erp), "DELETE", "t-1"))
 
     await wait_for(cancelled, 20)
-    (cancel,) = calls_for(await erp_calls(http, erp), "DELETE", "t-1")
-    assert cancel["request_id"] == "abc"
+    await wait_for(lambda: _has_call(http, erp, "DELETE", "t-2"), 20)
+    calls = await erp_calls(http, erp)
+    (cancel,) = calls_for(calls, "DELETE", "t-1")
+    assert cancel["request_id"] == "rel-1"
     mc = TP_RE.fullmatch(cancel["traceparent"])
-    assert mc and mc[1] == TRACE and mc[2] not in (PARENT, m[2])
+    assert mc and mc[1] == release_trace and mc[2] != PARENT
+    (cancel2,) = calls_for(calls, "DELETE", "t-2")
+    assert cancel2["request_id"] == release_rid
+    mc2 = TP_RE.fullmatch(cancel2["traceparent"])
+    assert mc2 and mc2[1] not in (TRACE, m2[1], release_trace)
+
+
+async def _has_call(http: Any, erp: ErpSimProc, method: str, rid: str) -> bool:
+    return bool(calls_for(await erp_calls(http, erp), method, rid))
 
 
 async def test_a_gap_resync_carries_an_id_of_its_own(

@@ -53,7 +53,7 @@ SERVER = istr("Server")
 SERVER_NAME = "atp-service"
 # Routes whose handler gets the request's trace.Context (request[TRACE]): the ones that write
 # what the ERP is later called about. Only these pay for building it.
-TRACED = frozenset({"reservations.create"})
+TRACED = frozenset({"reservations.create", "reservations.release"})
 TRACE = web.RequestKey("atp.trace", Context)
 
 

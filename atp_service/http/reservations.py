@@ -10,6 +10,7 @@ from ..errors import BadRequest, Unavailable
 from ..ingest import Ingest
 from ..ledger import Ledger
 from ..metrics import Metrics
+from ..trace import Context
 from .endpoint import TRACE, json_response, read_json
 
 
@@ -64,14 +65,14 @@ class Reservations:
         return json_response(await self._transition(request, "commit", key))
 
     async def release(self, request: web.Request, key: ApiKey | None) -> web.Response:
-        return json_response(await self._transition(request, "release", key))
+        return json_response(await self._transition(request, "release", key, request.get(TRACE)))
 
     async def _transition(
-        self, request: web.Request, action: str, key: ApiKey | None
+        self, request: web.Request, action: str, key: ApiKey | None, trace: Context | None = None
     ) -> dict[str, object]:
         rid = _rid(request)
         try:
-            state = await self.ledger.transition(rid, action, viewer(key))
+            state = await self.ledger.transition(rid, action, viewer(key), trace)
         except Exception as exc:
             self.metrics.transitions.labels(action, getattr(exc, "slug", "error")).inc()
             raise

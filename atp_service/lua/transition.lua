@@ -8,7 +8,8 @@
 --       6..8 OUTBOX(checkout, sales, background), 9 ATTEMPTS
 -- ARGV: 1 action ('commit'|'release'|'expire'), 2 now_ms, 3 mode ('standalone'|'erp'),
 --       4 stream maxlen, 5 cancel delay ms (the ERP call timeout),
---       6 owner ('' = any: an admin key, or the service itself), 7 retention ms (finished)
+--       6 owner ('' = any: an admin key, or the service itself), 7 retention ms (finished),
+--       8, 9 request id and traceparent of a release (its ERP cancel carries them; may be '')
 -- Returns {'missing'} | {'not_committable', <fields>} | {'ok', <fields>, '', key, record, ...}
 local res = KEYS[1]
 if redis.call('EXISTS', res) == 0 then return {'missing'} end
@@ -56,6 +57,9 @@ if action == 'commit' then
 end
 
 if erp and new == 'released' and not cart then
+  if ARGV[8] ~= '' then
+    redis.call('HSET', res, 'cancel_request_id', ARGV[8], 'cancel_traceparent', ARGV[9])
+  end
   if status == 'confirmed' then
     redis.call('ZADD', box, redis_now_ms(), 'c:' .. id)
   elseif redis.call('ZREM', box, 'r:' .. id) == 1 then
