@@ -250,7 +250,12 @@ class Feed:
             assert consumer is not None
             done_offsets, self._done = self._done, {}
             self._committed_at = self.clock()
-            await consumer.commit(done_offsets)
+            # A partition revoked by a rebalance meanwhile is not ours to commit (aiokafka
+            # raises for it): its new owner re-reads those records, as harmless duplicates.
+            assigned = consumer.assignment()
+            done_offsets = {tp: o for tp, o in done_offsets.items() if tp in assigned}
+            if done_offsets:
+                await consumer.commit(done_offsets)
 
     async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Seek every partition back to its oldest uncommitted record; forget what was in
