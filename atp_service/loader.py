@@ -35,7 +35,7 @@ import orjson
 
 from .config import Settings
 from .decode import MAX_EVENTS
-from .ops_cli import OpsError, Progress, table
+from .ops_cli import OpsError, Progress, problem_text, service_url, table
 
 CSV_REQUIRED = ("sku", "location", "on_hand", "seq")
 CSV_INTS = ("on_hand", "allocated", "safety_stock", "seq")
@@ -78,8 +78,7 @@ def main(args: argparse.Namespace, settings: Settings, out: TextIO | None = None
             raise OpsError(f"--batch must be between 1 and {MAX_EVENTS}")
         if not args.key:
             raise OpsError("give an API key with events:write (--key or ATP_API_KEY)")
-        host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
-        base = (args.url or f"http://{host}:{settings.http_port}").rstrip("/")
+        base = service_url(args.url, settings)
         fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
         with _open(args.file) as source:
             lines = source.readlines() if args.file == "-" else None
@@ -172,7 +171,7 @@ def http_sender(base: str, key: str, timeout: float, retries: int) -> Sender:
                     return data
             except urllib.error.HTTPError as exc:
                 if exc.code not in (429, 503) or attempt == retries:
-                    raise OpsError(f"{base} answered {exc.code}: {_problem(exc)}") from None
+                    raise OpsError(f"{base} answered {exc.code}: {problem_text(exc)}") from None
                 wait = max(wait, float(exc.headers.get("Retry-After") or 0))
             except (urllib.error.URLError, OSError) as exc:
                 if attempt == retries:
@@ -182,14 +181,6 @@ def http_sender(base: str, key: str, timeout: float, retries: int) -> Sender:
         raise AssertionError("unreachable")
 
     return send
-
-
-def _problem(exc: urllib.error.HTTPError) -> str:
-    try:
-        problem = orjson.loads(exc.read())
-        return f"{problem.get('title')}: {problem.get('detail')}"
-    except orjson.JSONDecodeError:
-        return str(exc.reason)
 
 
 def load(rows: Iterator[Row], send: Sender, batch: int, progress: Progress) -> Totals:

@@ -197,9 +197,23 @@ def main(args: argparse.Namespace, settings: Settings, out: TextIO | None = None
 # -- status -----------------------------------------------------------------------------------
 
 
-def fetch_status(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+def service_url(url: str | None, settings: Settings) -> str:
+    """The base URL of a running replica: ``url``, else this machine's ATP_HTTP_HOST/PORT."""
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
-    base = (args.url or f"http://{host}:{settings.http_port}").rstrip("/")
+    return (url or f"http://{host}:{settings.http_port}").rstrip("/")
+
+
+def problem_text(exc: urllib.error.HTTPError) -> str:
+    """``title: detail`` of a problem response, or the HTTP reason if the body is not one."""
+    try:
+        problem = orjson.loads(exc.read())
+        return f"{problem.get('title')}: {problem.get('detail')}"
+    except orjson.JSONDecodeError:
+        return str(exc.reason)
+
+
+def fetch_status(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    base = service_url(args.url, settings)
     if not args.key:
         raise OpsError("give an API key with availability:read (--key or ATP_API_KEY)")
     request = urllib.request.Request(
@@ -211,12 +225,7 @@ def fetch_status(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
             data: dict[str, Any] = orjson.loads(response.read())
             return data
     except urllib.error.HTTPError as exc:
-        try:
-            problem = orjson.loads(exc.read())
-            why = f"{problem.get('title')}: {problem.get('detail')}"
-        except orjson.JSONDecodeError:
-            why = exc.reason
-        raise OpsError(f"{base} answered {exc.code} ({why})") from None
+        raise OpsError(f"{base} answered {exc.code} ({problem_text(exc)})") from None
     except (urllib.error.URLError, OSError) as exc:
         raise OpsError(f"cannot reach {base}: {getattr(exc, 'reason', exc)}") from None
 
