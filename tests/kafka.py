@@ -22,7 +22,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from .procs import free_port, wait_until
+from .procs import Freezable, free_port, wait_until
 
 
 def tansu_binary() -> str:
@@ -30,7 +30,7 @@ def tansu_binary() -> str:
 
 
 @dataclass
-class Broker:
+class Broker(Freezable):
     log: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -53,14 +53,6 @@ class Broker:
     def _listening(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
             return True
-
-    def pause(self) -> None:
-        assert self.proc
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc
-        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -48,8 +48,22 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02) -> None
     raise TimeoutError(f"condition not met within {timeout}s")
 
 
+class Freezable:
+    """A test's server process that can be frozen (SIGSTOP) and thawed (SIGCONT)."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    def pause(self) -> None:
+        assert self.proc
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc
+        self.proc.send_signal(signal.SIGCONT)
+
+
 @dataclass
-class RedisProc:
+class RedisProc(Freezable):
     """A private redis-server with AOF (everysec) in its own directory."""
 
     dir: Path
@@ -80,14 +94,6 @@ class RedisProc:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-
-    def pause(self) -> None:
-        assert self.proc
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc
-        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
