@@ -78,7 +78,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     client = connect(url)
     metrics = Metrics()
     cache = Cache()
-    store = Store(client)
+    store = Store(client, url)
     # The tailer blocks in XREAD: its own connection, with a timeout longer than the block.
     tailer = Tailer(connect(url, max_connections=2, socket_timeout=5), cache, settings.stale_after)
     gap_window_ms = int(settings.gap_window * 1000) if settings.erp_url else -1

@@ -4,12 +4,13 @@ Every ATP-changing step is one script (``lua/*.lua``), so replicas sharing a Red
 oversell against each other. Concurrent requests in one event-loop tick go to Redis as one
 pipeline (one round trip), which is what lets one process take >15k holds/s.
 
-Scripts are called by EVALSHA, hand-encoded and written in one go on a pooled connection
-(redis-py's Pipeline costs more per command than the rest of a reservation, and its script
-bookkeeping a SCRIPT EXISTS round trip per execute); NOSCRIPT (Redis restarted) reloads and
-retries, which
-is safe because an EVALSHA answered NOSCRIPT did not run. A retried *executed* script is safe
-too: every write script is idempotent on its key (reservation id, event (key, seq)).
+Scripts are called by EVALSHA, hand-encoded (:func:`pack`) and written in one go on one
+pipelined connection (:class:`~atp_service.wire.Wire`: redis-py's Pipeline costs more per
+command than the rest of a reservation, and its script bookkeeping a SCRIPT EXISTS round trip
+per execute); NOSCRIPT (Redis restarted) reloads and retries, which is safe because an EVALSHA
+answered NOSCRIPT did not run. A retried *executed* script is safe too: every write script is
+idempotent on its key (reservation id, event (key, seq)). Other commands (reads, warm-up,
+status) go through the redis-py ``client``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from redis.exceptions import ConnectionError, NoScriptError, RedisError, Respons
 from . import keys
 from .config import PRIORITIES
 from .errors import Unavailable
+from .wire import Wire
 
 OUTBOX_KEYS = tuple(keys.outbox(p) for p in PRIORITIES)
 
@@ -95,14 +97,14 @@ def pack(*args: Any) -> bytes:
 
 
 class Store:
-    """Runs scripts, batching calls made in the same loop tick into one pipeline."""
+    """Runs scripts, batching calls made in the same loop tick into one write."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, url: str, timeout: float = 2.0) -> None:
         # Any: redis-py types replies as bytes|str unions; this client never decodes (bytes).
         self.client: Any = client
+        self.wire = Wire(url, [s.source for s in SCRIPTS.values()], timeout=timeout)
         self._queue: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def load_scripts(self) -> None:
         for script in SCRIPTS.values():
@@ -125,68 +127,10 @@ class Store:
 
     def _flush(self) -> None:
         batch, self._queue, self._scheduled = self._queue, [], False
-        task = asyncio.get_running_loop().create_task(self._execute(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _execute(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._pipeline([command for command, _ in batch])
-        except (RedisError, OSError):
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(Unavailable("shared state unreachable", retry_after=1))
-            return
-        except BaseException as exc:  # cancelled at shutdown: fail the callers, don't hang
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(Unavailable("service shutting down", retry_after=1))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        for (_, fut), result in zip(batch, results, strict=True):
-            if fut.done():
-                continue
-            if isinstance(result, Exception):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
-
-    async def _pipeline(self, commands: list[bytes], reload: bool = True) -> list[Any]:
-        results = await self._send(commands)
-        missing = [isinstance(r, NoScriptError) for r in results]
-        if not any(missing) or not reload:
-            return results
-        # Redis lost its script cache (restart): reload, rerun only what did not run.
-        await self.load_scripts()
-        again = [c for c, m in zip(commands, missing, strict=True) if m]
-        rerun = iter(await self._pipeline(again, reload=False))
-        return [next(rerun) if m else r for r, m in zip(results, missing, strict=True)]
-
-    async def _send(self, commands: list[bytes]) -> list[Any]:
-        """All commands in one write on one pooled connection, then every reply in order;
-        a command's error reply is returned in its place, not raised."""
-        pool = self.client.connection_pool
-        conn = await pool.get_connection()
-        try:
-            await conn.send_packed_command(b"".join(commands), check_health=False)
-            results: list[Any] = []
-            for _ in commands:
-                try:
-                    results.append(await conn.read_response())
-                except ResponseError as exc:
-                    results.append(exc)
-            return results
-        except BaseException:
-            await conn.disconnect()  # replies may be half-read: never reuse this connection
-            raise
-        finally:
-            await pool.release(conn)
+        self.wire.send(batch)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.wire.close()
 
 
 class Lane:

@@ -26,7 +26,7 @@ def as_json(ev: object) -> dict[str, object]:
 
 async def test_noisy_event_logs_end_in_the_in_order_state(redis_proc: RedisProc) -> None:
     client = connect(redis_proc.url)
-    store = Store(client)
+    store = Store(client, redis_proc.url)
     try:
         await _check_noisy_logs(client, store)
     finally:
