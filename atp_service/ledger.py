@@ -27,7 +27,7 @@ from .errors import (
     Unavailable,
 )
 from .reservation import ReservationRequest
-from .store import OUTBOX_KEYS, Store
+from .store import OUTBOX_KEYS, SCRIPTS, Store
 from .trace import Context
 
 Clock = Callable[[], float]
@@ -81,6 +81,22 @@ def view(fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+# reserve.lua's call, less what varies: EVALSHA sha numkeys, then KEYS[2..7] (KEYS[1] is the
+# reservation's own hash) and ARGV[8]; identifiers are ASCII ([A-Za-z0-9._:-], decode.py).
+_RESERVE_KEY_NAMES = (keys.INV, keys.CHANGES, keys.EXPIRY, *OUTBOX_KEYS)
+_RESERVE_HEAD = b"".join(
+    _bulk(a)
+    for a in (b"EVALSHA", SCRIPTS["reserve"].sha.encode(), b"%d" % (1 + len(_RESERVE_KEY_NAMES)))
+)
+_RESERVE_KEYS = b"".join(_bulk(k.encode()) for k in _RESERVE_KEY_NAMES)
+_MAXLEN_B = _bulk(b"%d" % keys.CHANGES_MAXLEN)
+_RESERVE_FIXED = 3 + 1 + len(_RESERVE_KEY_NAMES) + 11  # head, keys, ARGV[1..11]
+
+
 class Ledger:
     def __init__(
         self, store: Store, cache: Cache, settings: Settings, clock: Clock = time.time
@@ -88,6 +104,7 @@ class Ledger:
         self.store = store
         self.cache = cache
         self.mode = "erp" if settings.erp_url else "standalone"
+        self._mode_b = _bulk(self.mode.encode())
         self.rate = settings.erp_rate
         # Most entries (this priority and those above it) that may wait before a new
         # reservation of the priority is refused: its budget in seconds of ERP calls.
@@ -109,25 +126,34 @@ class Ledger:
         Raises InsufficientStock (409), IdempotencyConflict (409), Throttled (429)."""
         lines = req.lines
         budget = self.max_backlog[req.priority] if self.mode == "erp" else -1
-        args: list[Any] = [
-            req.reservation_id, req.fingerprint(), req.priority, req.hold_seconds or 0,
-            self.now_ms(), self.mode, budget, keys.CHANGES_MAXLEN, owner,
-            trace.request_id if trace else "", trace.traceparent if trace else "",
+        now = self.now_ms()
+        rid = req.reservation_id
+        hold = req.hold_seconds or 0
+        parts = [
+            b"*%d\r\n" % (_RESERVE_FIXED + 3 * len(lines)), _RESERVE_HEAD,
+            _bulk(keys.reservation(rid).encode()), _RESERVE_KEYS, _bulk(rid.encode()),
+            _bulk(req.fingerprint()), _bulk(req.priority.encode()), _bulk(b"%d" % hold),
+            _bulk(b"%d" % now), self._mode_b, _bulk(b"%d" % budget), _MAXLEN_B,
+            _bulk(owner.encode()),
+            _bulk(trace.request_id.encode() if trace else b""),
+            _bulk(trace.traceparent.encode() if trace else b""),
         ]  # fmt: skip
         for line in lines:
-            raw = orjson.dumps({"sku": line.sku, "location": line.location, "qty": line.qty})
-            args += (line.key, line.qty, raw)
-        reply = await self.store.run(
-            "reserve",
-            (keys.reservation(req.reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY,
-             *OUTBOX_KEYS),
-            args,
-        )  # fmt: skip
+            parts += (
+                _bulk(line.key.encode()), _bulk(b"%d" % line.qty),
+                _bulk(b'{"sku":"%b","location":"%b","qty":%d}'
+                      % (line.sku.encode(), line.location.encode(), line.qty)),
+            )  # fmt: skip
+        reply = await self.store.run_packed(b"".join(parts))
         tag = reply[0]
-        if tag == b"created" or tag == b"exists":
-            fields, records = _split_reply(reply)
-            self.cache.apply_many(records)
-            return tag == b"created", view(fields)
+        if tag == b"created":
+            self.cache.apply_many(
+                [(reply[j].decode(), reply[j + 1]) for j in range(1, len(reply) - 1, 2)]
+            )
+            return True, self._created_view(req, now)
+        if tag == b"exists":
+            fields, _ = _split_reply(reply)
+            return False, view(fields)
         if tag == b"conflict":
             raise IdempotencyConflict(
                 f"reservation {req.reservation_id} exists with a different body"
@@ -153,6 +179,25 @@ class Ledger:
                 retry_after=wait,
             )
         raise RuntimeError(f"unexpected reserve reply {tag!r}")
+
+    def _created_view(self, req: ReservationRequest, now: int) -> dict[str, Any]:
+        """What :func:`view` gives for the fields ``reserve.lua`` just stored for ``req``
+        (built here instead of sent back: tests/test_holds.py checks they agree)."""
+        hold = req.hold_seconds or 0
+        at = iso_ms(now)
+        out: dict[str, Any] = {
+            "reservation_id": req.reservation_id,
+            "status": "held" if hold or self.mode == "erp" else "confirmed",
+            "priority": req.priority,
+            "lines": [{"sku": x.sku, "location": x.location, "qty": x.qty} for x in req.lines],
+            "created_at": at,
+            "updated_at": at,
+        }
+        if hold:
+            out["hold_seconds"] = hold
+            out["committed"] = False
+            out["expires_at"] = iso_ms(now + hold * 1000)
+        return out
 
     async def get(self, reservation_id: str, owner: str = "") -> dict[str, Any]:
         """The reservation; another caller's (``owner`` set and different) reads as 404."""

@@ -9,7 +9,7 @@ apply exactly :data:`TRANSITIONS`; the unit tests walk this table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
@@ -65,15 +65,20 @@ class ReservationRequest:
     priority: str
     raw_lines: tuple[Line, ...]
     hold_seconds: int | None
+    # One line per (sku, location), quantities summed, in first-seen order (computed once).
+    lines: tuple[Line, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def lines(self) -> tuple[Line, ...]:
-        """One line per (sku, location), quantities summed, in first-seen order."""
-        summed: dict[tuple[str, str], int] = {}
-        for line in self.raw_lines:
-            k = (line.sku, line.location)
-            summed[k] = summed.get(k, 0) + line.qty
-        return tuple(Line(s, loc, q) for (s, loc), q in summed.items())
+    def __post_init__(self) -> None:
+        summed: tuple[Line, ...]
+        if len(self.raw_lines) == 1:
+            summed = self.raw_lines
+        else:
+            qty: dict[tuple[str, str], int] = {}
+            for line in self.raw_lines:
+                k = (line.sku, line.location)
+                qty[k] = qty.get(k, 0) + line.qty
+            summed = tuple(Line(s, loc, q) for (s, loc), q in qty.items())
+        object.__setattr__(self, "lines", summed)
 
     def fingerprint(self) -> bytes:
         """Identity of the body for idempotency: priority, hold_seconds, raw lines in order."""

@@ -7,7 +7,17 @@ import asyncio
 import time
 from typing import Any
 
-from .procs import ADMIN, snapshot
+import pytest
+
+from atp_service import decode
+from atp_service.cache import Cache
+from atp_service.ingest import Ingest
+from atp_service.ledger import Ledger
+from atp_service.metrics import Metrics
+from atp_service.store import Store, connect
+
+from .conftest import settings_for
+from .procs import ADMIN, RedisProc, snapshot
 
 LINE = [{"sku": "C", "location": "DC1", "qty": 3}]
 
@@ -155,3 +165,42 @@ async def test_finished_reservations_are_kept_for_the_retention_then_deleted(
         assert r.status == 404
         assert (await _state(client, "kept"))["status"] == "confirmed"
         assert await _atp(client) == 17  # only the confirmed one still holds stock
+
+
+@pytest.mark.parametrize("erp", [False, True], ids=["standalone", "erp"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"priority": "checkout", "lines": [{"sku": "C", "location": "DC1", "qty": 1}]},
+        {"priority": "sales", "hold_seconds": 30,
+         "lines": [{"sku": "C", "location": "DC1", "qty": 2}]},
+        {"priority": "background", "lines": [{"sku": "C", "location": "DC1", "qty": 1},
+                                             {"sku": "D", "location": "DC1", "qty": 2},
+                                             {"sku": "C", "location": "DC1", "qty": 3}]},
+    ],
+    ids=["plain", "hold", "summed"],
+)  # fmt: skip
+async def test_create_answer_is_the_stored_reservation(
+    redis_proc: RedisProc, body: dict[str, Any], erp: bool
+) -> None:
+    """A create's answer is built from the request (reserve.lua does not send the fields back):
+    it must be exactly what a replay and a read of the stored reservation answer."""
+    overrides = {"ATP_ERP_URL": "http://127.0.0.1:9"} if erp else {}
+    settings = settings_for(redis_proc.url, **overrides)
+    client = connect(redis_proc.url)
+    store = Store(client, redis_proc.url)
+    cache = Cache()
+    ledger = Ledger(store, cache, settings)
+    ingest = Ingest(store, cache, Metrics())
+    try:
+        await store.load_scripts()
+        await ingest.apply([snapshot("C", "DC1", 1, 10), snapshot("D", "DC1", 1, 10)], "http")
+        req = decode.reservation_request({"reservation_id": "same", **body})
+        created, answer = await ledger.reserve(req, "owner-1")
+        replayed, again = await ledger.reserve(req, "owner-1")
+        assert (created, replayed) == (True, False)
+        assert answer == again == await ledger.get("same", "owner-1")
+        assert answer["status"] == ("held" if erp or "hold_seconds" in body else "confirmed")
+    finally:
+        await store.close()
+        await client.aclose()

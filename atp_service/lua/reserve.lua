@@ -6,7 +6,7 @@
 --       those above it that may wait before this priority is refused (-1 = no limit),
 --       8 stream maxlen, 9 owner, 10 request id, 11 traceparent (of the creating request,
 --       validated by the caller; '' = none), 12.. triples sku|loc, qty, raw line json (summed)
--- Returns {'created', <reservation fields...>, '', key, record, ...}
+-- Returns {'created', key, record, ...} (the caller knows every field it just sent)
 --      or {'exists', <fields>} | {'conflict'} | {'short', key, atp, key, atp, ...}
 --      or {'busy', backlog}
 -- Idempotent by reservation id: a client retry (redis-py retries on timeout) finds the
@@ -89,8 +89,6 @@ end
 redis.call('HSET', res, unpack(fields))
 
 local out = {'created'}
-for _, v in ipairs(fields) do out[#out + 1] = v end
-out[#out + 1] = ''
 for _, v in ipairs(rec_save_all(KEYS[2], KEYS[3], ARGV[8], changed, now)) do
   out[#out + 1] = v
 end
