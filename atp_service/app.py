@@ -80,7 +80,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     cache = Cache()
     store = Store(client, url)
     # The tailer blocks in XREAD: its own connection, with a timeout longer than the block.
-    tailer = Tailer(connect(url, max_connections=2, socket_timeout=5), cache, settings.stale_after)
+    tailer = Tailer(
+        connect(url, max_connections=2, socket_timeout=5), url, cache, settings.stale_after
+    )
     gap_window_ms = int(settings.gap_window * 1000) if settings.erp_url else -1
     svc = Service(
         settings=settings,
@@ -272,6 +274,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await svc.store.close()
     await svc.store.client.aclose()
     await svc.tailer.client.aclose()
+    await svc.tailer.close()
     if svc.embedded is not None:
         await svc.embedded.stop()
 

@@ -119,7 +119,7 @@ async def _child(impl: str, redis_url: str) -> dict[str, Any]:
     out: dict[str, Any] = {"impl": impl}
     if impl == "ours":
         cache = Cache()
-        tailer = Tailer(client, cache, 2.0)
+        tailer = Tailer(client, redis_url, cache, 2.0)
         await tailer.warm()
         keep: object = cache
         out["keys"] = len(cache)

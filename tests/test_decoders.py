@@ -431,3 +431,28 @@ def test_atheris_fuzz_target(tmp_path: Path) -> None:
     crashes = sorted(p.name for p in tmp_path.glob("crash-*"))
     assert done.returncode == 0 and not crashes, done.stderr[-4000:]
     assert re.search(r"^Done \d+ runs", done.stderr, re.M), done.stderr[-2000:]
+
+
+# the reservation fast path accepts only what the checked path accepts, with the same result
+
+
+@FAST
+@given(body=reservations() | mutated(reservations()) | json_values)
+def test_reservation_fast_path_agrees_with_the_checked_path(body: Any) -> None:
+    body = as_json(body)
+    fast = decode._reservation_fast(body)
+    checked = decode_or_problem(decode._reservation_checked, body)
+    if fast is not None:
+        assert fast == checked and fast.lines == checked.lines, (fast, checked)
+    # and the public decoder answers exactly as the checked path, error details included
+    public = decode_or_problem(decode.reservation_request, body)
+    if isinstance(checked, BadRequest):
+        assert isinstance(public, BadRequest) and public.extra == checked.extra
+    else:
+        assert public == checked
+
+
+def test_reservation_fast_path_takes_the_common_bodies() -> None:
+    assert decode._reservation_fast(RESERVATION) == decode._reservation_checked(RESERVATION)
+    held = {**RESERVATION, "hold_seconds": 900, "lines": [LINE, {**LINE, "sku": "S2"}]}
+    assert decode._reservation_fast(held) == decode._reservation_checked(held)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from .. import decode
@@ -37,14 +39,24 @@ class Reservations:
         self.ledger = ledger
         self.ingest = ingest
         self.metrics = metrics
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def _count(self, priority: str, outcome: str) -> None:
+        """``metrics.reservations.labels(priority, outcome).inc()``, the child looked up once
+        (``labels`` takes a lock and builds a tuple each call; both labels are bounded)."""
+        child = self._counters.get((priority, outcome))
+        if child is None:
+            child = self._counters[priority, outcome] = self.metrics.reservations.labels(
+                priority, outcome
+            )
+        child.inc()
 
     async def create(self, request: web.Request, key: ApiKey | None) -> web.Response:
         req = decode.reservation_request(await read_json(request))
-        counter = self.metrics.reservations
         try:
             created, state = await self.ledger.reserve(req, owner_of(key), request.get(TRACE))
         except Unavailable as exc:
-            counter.labels(req.priority, exc.slug).inc()
+            self._count(req.priority, exc.slug)
             # The write may have reached Redis before the link failed: only a retry with the
             # same id can tell, and it is safe (idempotent on reservation_id).
             raise Unavailable(
@@ -53,9 +65,9 @@ class Reservations:
                 retry_after=exc.retry_after,
             ) from None
         except Exception as exc:
-            counter.labels(req.priority, getattr(exc, "slug", "error")).inc()
+            self._count(req.priority, getattr(exc, "slug", "error"))
             raise
-        counter.labels(req.priority, "created" if created else "replayed").inc()
+        self._count(req.priority, "created" if created else "replayed")
         return json_response(state, status=201 if created else 200)
 
     async def get(self, request: web.Request, key: ApiKey | None) -> web.Response:
