@@ -1,8 +1,9 @@
 """Redis access: the Lua scripts and the per-loop-tick pipeline that batches them.
 
 Every ATP-changing step is one script (``lua/*.lua``), so replicas sharing a Redis cannot
-oversell against each other. Concurrent requests in one event-loop tick go to Redis as one
-pipeline (one round trip), which is what lets one process take >15k holds/s.
+oversell against each other. Concurrent requests in one event-loop tick go to Redis in one
+write (one round trip for all of them), and the next tick's calls go out without waiting for
+the previous replies.
 
 Scripts are called by EVALSHA, hand-encoded (:func:`pack`) and written in one go on one
 pipelined connection (:class:`~atp_service.wire.Wire`: redis-py's Pipeline costs more per
