@@ -85,7 +85,7 @@ def _reservation_fast(body: object) -> ReservationRequest | None:
     raw_lines = body.get("lines")
     if (
         type(rid) is not str
-        or _ok_id(rid) is None
+        or _ID_MATCH(rid) is None
         or priority not in PRIORITIES
         or (hold is not None and (type(hold) is not int or not 1 <= hold <= MAX_HOLD_SECONDS))
         or type(raw_lines) is not list
@@ -102,8 +102,8 @@ def _reservation_fast(body: object) -> ReservationRequest | None:
             or type(loc) is not str
             or type(qty) is not int
             or not 1 <= qty <= MAX_QTY
-            or _ok_id(sku) is None
-            or _ok_id(loc) is None
+            or not (sku in _GOOD_IDS or _new_id(sku))
+            or not (loc in _GOOD_IDS or _new_id(loc))
         ):
             return None
         lines.append(Line(sku, loc, qty))
@@ -112,8 +112,6 @@ def _reservation_fast(body: object) -> ReservationRequest | None:
         return None
     return request
 
-
-_ok_id = ID_RE.fullmatch
 
 
 def reservation_request(body: object) -> ReservationRequest:
@@ -154,8 +152,50 @@ def _reservation_checked(body: object) -> ReservationRequest:
 _ITEM_FIELDS = frozenset({"sku", "location", "group", "qty"})
 
 
-def availability_items(body: object) -> list[tuple[str, str | None, str | None, int]]:
+Item = tuple[str, str | None, str | None, int]
+_ITEMS_ONLY = frozenset({"items"})
+
+
+def availability_items(body: object) -> list[Item]:
     """Batch lookup body -> [(sku, location, group, qty)]."""
+    fast = _items_fast(body)
+    return fast if fast is not None else _items_checked(body)
+
+
+def _items_fast(body: object) -> list[Item] | None:
+    """The common, valid batch without a JSON pointer per item; ``None`` at the first doubt
+    (then :func:`_items_checked` answers, with its precise error)."""
+    if type(body) is not dict or body.keys() != _ITEMS_ONLY:
+        return None
+    raw_items = body["items"]
+    if type(raw_items) is not list or not 0 < len(raw_items) <= MAX_BATCH_ITEMS:
+        return None
+    good = _GOOD_IDS
+    out: list[Item] = []
+    for raw in raw_items:
+        if type(raw) is not dict or not raw.keys() <= _ITEM_FIELDS:
+            return None
+        sku = raw.get("sku")
+        loc = raw.get("location")
+        group = raw.get("group")
+        qty = raw.get("qty")
+        if type(sku) is not str or not (sku in good or _new_id(sku)):
+            return None
+        if loc is not None:
+            if group is not None or type(loc) is not str or not (loc in good or _new_id(loc)):
+                return None
+        elif group is not None and (type(group) is not str or _ID_MATCH(group) is None):
+            return None
+        if qty is None:
+            qty = 1
+        elif type(qty) is not int or not 1 <= qty <= _QMAX:
+            return None
+        out.append((sku, loc, group, qty))
+    return out
+
+
+def _items_checked(body: object) -> list[Item]:
+    """Every rule, each with its own error (the fast path's answers must equal these)."""
     obj = _obj(body, "")
     _no_extra(obj, frozenset({"items"}), "")
     items = []

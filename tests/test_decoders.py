@@ -456,3 +456,26 @@ def test_reservation_fast_path_takes_the_common_bodies() -> None:
     assert decode._reservation_fast(RESERVATION) == decode._reservation_checked(RESERVATION)
     held = {**RESERVATION, "hold_seconds": 900, "lines": [LINE, {**LINE, "sku": "S2"}]}
     assert decode._reservation_fast(held) == decode._reservation_checked(held)
+
+
+@FAST
+@given(body=batches | mutated(batches) | json_values)
+def test_batch_fast_path_agrees_with_the_checked_path(body: Any) -> None:
+    body = as_json(body)
+    fast = decode._items_fast(body)
+    checked = decode_or_problem(decode._items_checked, body)
+    if fast is not None:
+        assert fast == checked, (fast, checked)
+    public = decode_or_problem(decode.availability_items, body)
+    if isinstance(checked, BadRequest):
+        assert isinstance(public, BadRequest) and public.extra == checked.extra
+    else:
+        assert public == checked
+
+
+def test_batch_fast_path_takes_the_common_bodies() -> None:
+    body = {"items": [{"sku": "S1"}, {"sku": "S1", "location": "DC1", "qty": 2},
+                      {"sku": "S2", "group": "EAST", "qty": None}]}  # fmt: skip
+    assert decode._items_fast(body) == decode._items_checked(body) == [
+        ("S1", None, None, 1), ("S1", "DC1", None, 2), ("S2", None, "EAST", 1),
+    ]  # fmt: skip

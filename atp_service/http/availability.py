@@ -31,6 +31,7 @@ class Availability:
         self.low = low_stock
         self.fresh = fresh
         self.memo: dict[str, tuple[int, bytes]] = {}  # sku -> (cache version, encoded body)
+        self.totals: dict[str, tuple[int, int, bool]] = {}  # sku -> (version, total ATP, gap)
 
     def _status(self, atp: int) -> str:
         if atp <= 0:
@@ -112,38 +113,64 @@ class Availability:
         return {"sku": sku, "total_atp": total, "stale": stale, "locations": out}
 
     async def batch(self, request: web.Request, _key: ApiKey | None) -> web.Response:
-        items = decode.availability_items(await read_json(request))
+        return json_response(self.answer(decode.availability_items(await read_json(request))))
+
+    def answer(self, items: list[decode.Item]) -> dict[str, Any]:
+        """The batch answer for decoded items. A whole-sku item reads its sku's total from a
+        memo kept until any row of the sku changes (``cache.version``); the other items' rows
+        go through one vectorised ATP computation."""
         cache = self.cache
-        # One vectorised ATP computation for every row of every item, then per-item sums.
+        totals = self.totals
+        version = cache.version
+        # per item: (start, end) of its rows in `rows`, or (-1, atp) when already known
         spans: list[tuple[int, int]] = []
         rows: list[int] = []
+        gap = False
         for sku, loc, group, _qty in items:
             locs = cache.locations(sku)
             start = len(rows)
             if locs is not None:
                 if loc is not None:
-                    if loc in locs:
-                        rows.append(locs[loc])
+                    row = locs.get(loc)
+                    if row is not None:
+                        rows.append(row)
                 elif group is not None:
                     rows.extend(locs[m] for m in self._group(group) if m in locs)
                 else:
-                    rows.extend(locs.values())
+                    v = version(sku)
+                    memo = totals.get(sku)
+                    if memo is None or memo[0] != v:
+                        atps, sku_gap = cache.atp_many(list(locs.values()))
+                        if len(totals) >= MEMO_MAX:
+                            totals.clear()
+                        memo = totals[sku] = (v, sum(atps), sku_gap)
+                    gap = gap or memo[2]
+                    spans.append((-1, memo[1]))
+                    continue
             elif group is not None:
                 self._group(group)  # an unknown group is 400 even for an unknown sku
             spans.append((start, len(rows)))
-        atps, gap = cache.atp_many(rows) if rows else ([], False)
+        if rows:
+            atps, rows_gap = cache.atp_many(rows)
+            gap = gap or rows_gap
         status = self._status
         out: list[dict[str, Any]] = []
         for (sku, loc, group, qty), (start, end) in zip(items, spans, strict=True):
-            item: dict[str, Any] = {"sku": sku}
-            if loc is not None:
-                item["location"] = loc
-            elif group is not None:
-                item["group"] = group
-            if start == end:
-                item.update(atp=0, available=False, status="unknown")
+            if start < 0:
+                atp = end
+            elif start == end:
+                atp = -1  # no such sku, or none of the asked locations
             else:
-                atp = sum(atps[start:end])
-                item.update(atp=atp, available=atp >= qty, status=status(atp))
+                atp = atps[start] if end == start + 1 else sum(atps[start:end])
+            if loc is not None:
+                item: dict[str, Any] = {"sku": sku, "location": loc}
+            elif group is not None:
+                item = {"sku": sku, "group": group}
+            else:
+                item = {"sku": sku}
+            if atp < 0:
+                item["atp"], item["available"], item["status"] = 0, False, "unknown"
+            else:
+                item["atp"], item["available"], item["status"] = atp, atp >= qty, status(atp)
             out.append(item)
-        return json_response({"items": out, "stale": gap or not self.fresh()})
+        return {"items": out, "stale": gap or not self.fresh()}

@@ -1,0 +1,83 @@
+"""Batch lookups agree with single lookups, item by item, and follow every change at once
+(whole-sku totals are memoised per sku until any of its rows changes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .procs import ADMIN, adjustment, snapshot
+
+# ATP_LOCATION_GROUPS in tests/conftest.py: EAST=DC1,ST1;WEST=DC2
+ITEMS = [
+    {"sku": "A"}, {"sku": "A", "location": "DC1", "qty": 3}, {"sku": "A", "group": "EAST"},
+    {"sku": "A", "group": "WEST"}, {"sku": "A", "location": "NOPE"}, {"sku": "B", "qty": 50},
+    {"sku": "B", "location": "DC2", "qty": 1}, {"sku": "GONE"}, {"sku": "GONE", "group": "EAST"},
+]  # fmt: skip
+GROUPS = {"EAST": {"DC1", "ST1"}, "WEST": {"DC2"}}
+
+
+async def _push(client: Any, *events: dict[str, object]) -> None:
+    r = await client.post("/v1/events", json={"events": list(events)}, headers=ADMIN)
+    assert r.status == 200, await r.text()
+    assert not (await r.json())["rejected"]
+
+
+async def _expected(client: Any, item: dict[str, Any]) -> dict[str, Any]:
+    """What the item's answer must be, from GET /v1/availability/{sku}."""
+    r = await client.get(f"/v1/availability/{item['sku']}", headers=ADMIN)
+    locs = (
+        {x["location"]: x["atp"] for x in (await r.json())["locations"]} if r.status == 200 else {}
+    )
+    if "location" in item:
+        picked = [locs[item["location"]]] if item["location"] in locs else []
+    elif "group" in item:
+        picked = [atp for loc, atp in locs.items() if loc in GROUPS[item["group"]]]
+    else:
+        picked = list(locs.values())
+    want = {k: item[k] for k in ("sku", "location", "group") if k in item}
+    if not picked:
+        return want | {"atp": 0, "available": False, "status": "unknown"}
+    atp = sum(picked)
+    status = "out_of_stock" if atp <= 0 else "low_stock" if atp <= 5 else "in_stock"
+    return want | {"atp": atp, "available": atp >= item.get("qty", 1), "status": status}
+
+
+async def _check(client: Any) -> dict[str, Any]:
+    r = await client.post("/v1/availability", json={"items": ITEMS}, headers=ADMIN)
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["items"] == [await _expected(client, item) for item in ITEMS]
+    return body  # type: ignore[no-any-return]
+
+
+async def test_batch_agrees_with_single_lookups_through_changes(app_client: Any) -> None:
+    c = app_client
+    await _push(c, snapshot("A", "DC1", 1, 10), snapshot("A", "ST1", 1, 4),
+                snapshot("A", "DC2", 1, 7), snapshot("B", "DC2", 1, 40))  # fmt: skip
+    first = await _check(c)
+    assert first["items"][0]["atp"] == 21 and first["stale"] is False
+    # a reservation through this replica: the memoised whole-sku total must not be served
+    r = await c.post("/v1/reservations", headers=ADMIN, json={
+        "reservation_id": "b-1", "priority": "checkout",
+        "lines": [{"sku": "A", "location": "DC2", "qty": 5}]})  # fmt: skip
+    assert r.status == 201, await r.text()
+    assert (await _check(c))["items"][0]["atp"] == 16
+    # an ERP event, and a new location of a known sku
+    await _push(c, adjustment("A", "DC1", 2, on_hand_delta=-8), snapshot("A", "ST9", 1, 3))
+    assert (await _check(c))["items"][0]["atp"] == 2 + 4 + 2 + 3
+    # a seq gap marks the answer stale, and the whole-sku memo carries that too
+    await _push(c, adjustment("A", "DC1", 9, on_hand_delta=1))
+    assert (await _check(c))["stale"] is True
+    await _push(c, snapshot("A", "DC1", 10, 2))  # a snapshot closes the gap
+    assert (await _check(c))["stale"] is False
+    # a release gives the stock back
+    assert (await c.delete("/v1/reservations/b-1", headers=ADMIN)).status == 200
+    assert (await _check(c))["items"][0]["atp"] == 2 + 4 + 7 + 3
+
+
+async def test_an_unknown_group_is_refused_even_for_an_unknown_sku(app_client: Any) -> None:
+    r = await app_client.post(
+        "/v1/availability", json={"items": [{"sku": "GONE", "group": "NORTH"}]}, headers=ADMIN
+    )
+    assert r.status == 400
+    assert (await r.json())["type"].endswith("/unknown-group")
