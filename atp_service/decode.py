@@ -113,7 +113,6 @@ def _reservation_fast(body: object) -> ReservationRequest | None:
     return request
 
 
-
 def reservation_request(body: object) -> ReservationRequest:
     fast = _reservation_fast(body)
     return fast if fast is not None else _reservation_checked(body)
