@@ -810,6 +810,46 @@ def _rid_param() -> Json:
     }
 
 
+# Operations whose writes carry the caller's trace to the ERP (http/endpoint.py TRACED).
+TRACED_OPS = frozenset({"createReservation", "releaseReservation"})
+
+
+def _request_id_param() -> Json:
+    return {
+        "name": "X-Request-ID",
+        "in": "header",
+        "required": False,
+        "description": "Your id for this request, echoed in the X-Request-ID response header "
+        "and logged; a value that is not a sane token (1-128 of A-Z a-z 0-9 . _ : / + = @ -, "
+        "starting alphanumeric) is replaced by a fresh random id.",
+        "schema": {"type": "string", "example": "chk-7f3a9c"},
+    }
+
+
+def _traceparent_param() -> Json:
+    return {
+        "name": "traceparent",
+        "in": "header",
+        "required": False,
+        "description": "W3C Trace Context parent. Saved with the reservation; its ERP calls "
+        "carry the same trace id. A malformed value is ignored and a new trace started.",
+        "schema": {
+            "type": "string",
+            "example": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        },
+    }
+
+
+def _request_id_header() -> Json:
+    return {
+        "X-Request-ID": {
+            "description": "The request's id: yours if you sent a sane one, else a new one.",
+            "required": True,
+            "schema": {"type": "string", "example": "chk-7f3a9c"},
+        }
+    }
+
+
 def _op(
     op_id: str,
     tag: str,
@@ -831,8 +871,10 @@ def _op(
         "summary": summary,
         "description": description,
     }
-    if parameters:
-        op["parameters"] = parameters
+    parameters = [*(parameters or ()), _request_id_param()]
+    if op_id in TRACED_OPS:
+        parameters.append(_traceparent_param())
+    op["parameters"] = parameters
     if body is not None:
         schema, example, body_description = body
         op["requestBody"] = {
@@ -840,6 +882,8 @@ def _op(
             "description": body_description,
             "content": _content(schema, example),
         }
+    for response in responses.values():
+        response["headers"] = {**response.get("headers", {}), **_request_id_header()}
     op["responses"] = dict(sorted(responses.items()))
     if scope is None:
         op["security"] = []

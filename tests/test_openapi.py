@@ -485,3 +485,18 @@ def test_documented_paths_use_documented_parameters(path: str) -> None:
         for method in DOC["paths"][path]:
             params = DOC["paths"][path][method].get("parameters", [])
             assert any(p["name"] == name and p["in"] == "path" for p in params), (path, method)
+
+
+def test_trace_headers_are_documented_where_they_are_read() -> None:
+    from atp_service.http.endpoint import TRACED
+    from atp_service.openapi import TRACED_OPS
+
+    by_op = {op["operationId"]: op for _, _, op in operations(DOC)}
+    traced = {i for i, op in by_op.items()
+              if any(p["name"] == "traceparent" for p in op["parameters"])}  # fmt: skip
+    assert traced == TRACED_OPS == {"createReservation", "releaseReservation"}
+    assert {"reservations.create", "reservations.release"} == TRACED
+    for op in by_op.values():
+        assert any(p["name"] == "X-Request-ID" for p in op["parameters"])
+        for response in op["responses"].values():
+            assert "X-Request-ID" in response["headers"]
