@@ -29,6 +29,7 @@ from .errors import (
 from .reservation import ReservationRequest
 from .store import OUTBOX_KEYS, SCRIPTS, Store
 from .trace import Context
+from .wire import bulk
 
 Clock = Callable[[], float]
 
@@ -81,19 +82,15 @@ def view(fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
 # reserve.lua's call, less what varies: EVALSHA sha numkeys, then KEYS[2..7] (KEYS[1] is the
 # reservation's own hash) and ARGV[8]; identifiers are ASCII ([A-Za-z0-9._:-], decode.py).
 _RESERVE_KEY_NAMES = (keys.INV, keys.CHANGES, keys.EXPIRY, *OUTBOX_KEYS)
 _RESERVE_HEAD = b"".join(
-    _bulk(a)
+    bulk(a)
     for a in (b"EVALSHA", SCRIPTS["reserve"].sha.encode(), b"%d" % (1 + len(_RESERVE_KEY_NAMES)))
 )
-_RESERVE_KEYS = b"".join(_bulk(k.encode()) for k in _RESERVE_KEY_NAMES)
-_MAXLEN_B = _bulk(b"%d" % keys.CHANGES_MAXLEN)
+_RESERVE_KEYS = b"".join(bulk(k.encode()) for k in _RESERVE_KEY_NAMES)
+_MAXLEN_B = bulk(b"%d" % keys.CHANGES_MAXLEN)
 _RESERVE_FIXED = 3 + 1 + len(_RESERVE_KEY_NAMES) + 11  # head, keys, ARGV[1..11]
 
 
@@ -104,7 +101,7 @@ class Ledger:
         self.store = store
         self.cache = cache
         self.mode = "erp" if settings.erp_url else "standalone"
-        self._mode_b = _bulk(self.mode.encode())
+        self._mode_b = bulk(self.mode.encode())
         self.rate = settings.erp_rate
         # Most entries (this priority and those above it) that may wait before a new
         # reservation of the priority is refused: its budget in seconds of ERP calls.
@@ -131,17 +128,17 @@ class Ledger:
         hold = req.hold_seconds or 0
         parts = [
             b"*%d\r\n" % (_RESERVE_FIXED + 3 * len(lines)), _RESERVE_HEAD,
-            _bulk(keys.reservation(rid).encode()), _RESERVE_KEYS, _bulk(rid.encode()),
-            _bulk(req.fingerprint()), _bulk(req.priority.encode()), _bulk(b"%d" % hold),
-            _bulk(b"%d" % now), self._mode_b, _bulk(b"%d" % budget), _MAXLEN_B,
-            _bulk(owner.encode()),
-            _bulk(trace.request_id.encode() if trace else b""),
-            _bulk(trace.traceparent.encode() if trace else b""),
+            bulk(keys.reservation(rid).encode()), _RESERVE_KEYS, bulk(rid.encode()),
+            bulk(req.fingerprint()), bulk(req.priority.encode()), bulk(b"%d" % hold),
+            bulk(b"%d" % now), self._mode_b, bulk(b"%d" % budget), _MAXLEN_B,
+            bulk(owner.encode()),
+            bulk(trace.request_id.encode() if trace else b""),
+            bulk(trace.traceparent.encode() if trace else b""),
         ]  # fmt: skip
         for line in lines:
             parts += (
-                _bulk(line.key.encode()), _bulk(b"%d" % line.qty),
-                _bulk(b'{"sku":"%b","location":"%b","qty":%d}'
+                bulk(line.key.encode()), bulk(b"%d" % line.qty),
+                bulk(b'{"sku":"%b","location":"%b","qty":%d}'
                       % (line.sku.encode(), line.location.encode(), line.qty)),
             )  # fmt: skip
         reply = await self.store.run_packed(b"".join(parts))

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from . import keys
 from .cache import Cache
 from .errors import Unavailable
-from .wire import Wire
+from .wire import Wire, bulk
 
 log = logging.getLogger("atp.tailer")
 
@@ -120,7 +120,7 @@ class Tailer:
 
     async def _xread(self) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.wire.send([(_XREAD + _bulk(self.last_id.encode()), fut)])
+        self.wire.send([(_XREAD + bulk(self.last_id.encode()), fut)])
         return await fut
 
     async def _tail(self) -> None:
@@ -151,12 +151,8 @@ class Tailer:
         await self.wire.close()
 
 
-def _bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
 # XREAD COUNT 5000 BLOCK <ms> STREAMS <changes> <last id>, less the last id.
 _XREAD = b"*8\r\n" + b"".join(
-    _bulk(a.encode()) for a in ("XREAD", "COUNT", "5000", "BLOCK", str(BLOCK_MS), "STREAMS",
+    bulk(a.encode()) for a in ("XREAD", "COUNT", "5000", "BLOCK", str(BLOCK_MS), "STREAMS",
                                 keys.CHANGES)
 )  # fmt: skip

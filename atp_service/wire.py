@@ -43,14 +43,15 @@ TRANSIENT = (b"LOADING", b"BUSY", b"MASTERDOWN", b"READONLY", b"TRYAGAIN", b"CLU
 _TRANSIENT = tuple(t.decode() for t in TRANSIENT)
 
 
-def _bulk(arg: bytes) -> bytes:
+def bulk(arg: bytes) -> bytes:
+    """One argument in RESP (a bulk string)."""
     return b"$%d\r\n%b\r\n" % (len(arg), arg)
 
 
 def command(*args: bytes | str) -> bytes:
     """A command of string arguments in RESP."""
     parts = [a.encode() if isinstance(a, str) else a for a in args]
-    return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
+    return b"*%d\r\n" % len(parts) + b"".join(bulk(p) for p in parts)
 
 
 class _Protocol(asyncio.Protocol):
