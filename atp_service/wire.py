@@ -55,12 +55,14 @@ def command(*args: bytes | str) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("reader", "transport", "wire")
+    __slots__ = ("handshake", "reader", "transport", "wire")
 
     def __init__(self, wire: Wire) -> None:
         self.wire = wire
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.transport: asyncio.Transport | None = None
+        # replies awaited while connecting (AUTH, SELECT), before the wire uses this one
+        self.handshake: deque[asyncio.Future[Any]] = deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -101,7 +103,6 @@ class Wire:
         self._generation = 0  # writes so far
         self._loaded_at = -1  # the generation of the last SCRIPT LOAD write
         self._closed = False
-        self._handshake: deque[asyncio.Future[Any]] = deque()
         self.connects = 0
 
     # -- sending
@@ -183,7 +184,7 @@ class Wire:
             # Sent before any caller's command; the protocol is not current yet, so these
             # replies are matched here, by hand.
             futs = [loop.create_future() for _ in hello]
-            self._handshake = deque(futs)
+            proto.handshake.extend(futs)
             assert proto.transport is not None
             proto.transport.write(b"".join(hello))
             try:
@@ -195,8 +196,6 @@ class Wire:
                 if proto.transport is not None:
                     proto.transport.abort()
                 raise
-            finally:
-                self._handshake = deque()
         return proto
 
     # -- receiving
@@ -205,7 +204,7 @@ class Wire:
         reader = proto.reader
         reader.feed(data)
         if proto is not self._proto:
-            handshake = self._handshake
+            handshake = proto.handshake
             while handshake and (reply := reader.gets()) is not False:
                 fut = handshake.popleft()
                 if not fut.done():
@@ -272,7 +271,7 @@ class Wire:
         if proto is self._proto:
             self._abort("shared state unreachable")
         else:
-            for fut in self._handshake:
+            for fut in proto.handshake:
                 if not fut.done():
                     fut.set_exception(ConnectionError("connection lost during set-up"))
 
