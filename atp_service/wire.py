@@ -4,9 +4,9 @@ Redis answers the commands of a connection in the order it received them, so one
 can carry every script call of every loop tick without waiting for the previous tick's
 replies: each tick's calls go out in one write, and each reply resolves the oldest waiting
 future, straight from ``data_received``. redis-py's pooled connections cost a pool checkout,
-an ``asyncio.wait_for`` task per write and a timeout context per reply read; measured on the
-same script, 64 callers in one process: 13.5 CPU-µs a call through the pool, 4.2 here (8
-callers: 36.5 against 10.3).
+an ``asyncio.wait_for`` task per write and a timeout context per reply read. Measured side by
+side (``python -m benchmarks.wire``, a reserve-sized call): 3.8 CPU-µs a call here against
+13.7 through the pool with 64 callers, 12.0 against 33.4 with 8.
 
 Failures:
 
