@@ -10,9 +10,10 @@ side (``python -m benchmarks.wire``, a reserve-sized call): 3.8 CPU-µs a call h
 
 Failures:
 
-- a lost connection, or a reply that takes longer than ``timeout``, fails every call in flight
-  with ``Unavailable`` (their effects are unknown: every write script is idempotent on its
-  key, so the caller retries with the same id) and the next call connects again;
+- a lost connection sends its calls in flight once more on a new one (every write script is
+  idempotent on its key); a second loss, or a reply that takes longer than ``timeout`` (a hung
+  Redis), fails them with ``Unavailable`` (their effects unknown: the caller retries with the
+  same id), and the next call connects again;
 - ``NOSCRIPT`` (Redis restarted and lost its script cache): every script is loaded again on
   the same connection, ahead of the call sent again, in one write. A call answered NOSCRIPT
   did not run, so sending it again is safe; a second NOSCRIPT is the caller's error;
@@ -103,6 +104,8 @@ class Wire:
         self._generation = 0  # writes so far
         self._loaded_at = -1  # the generation of the last SCRIPT LOAD write
         self._closed = False
+        # calls sent again once after their connection was lost (a second loss fails them)
+        self._resent: set[asyncio.Future[Any]] = set()
         self.connects = 0
 
     # -- sending
@@ -146,11 +149,13 @@ class Wire:
             self._connecting = None
             backlog, self._backlog = self._backlog, []
             _fail(backlog, "shared state unreachable")
+            self._resent.clear()  # all of them were in the backlog, now failed
             return
         self._connecting = None
         if proto.transport is None or proto.transport.is_closing():  # lost just now
             backlog, self._backlog = self._backlog, []
             _fail(backlog, "shared state unreachable")
+            self._resent.clear()
             return
         self._proto = proto
         self.connects += 1
@@ -211,9 +216,12 @@ class Wire:
                     fut.set_result(reply)
             return
         waiting = self._waiting
+        resent = self._resent
         try:
             while (reply := reader.gets()) is not False:
                 fut, cmd, _, gen, tries = waiting.popleft()
+                if resent:
+                    resent.discard(fut)
                 if type(reply) is ResponseError:
                     self._error(fut, cmd, gen, tries, reply)
                 elif not fut.done():
@@ -269,13 +277,17 @@ class Wire:
 
     def _lost(self, proto: _Protocol) -> None:
         if proto is self._proto:
-            self._abort("shared state unreachable")
+            self._abort("shared state unreachable", resend=True)
         else:
             for fut in proto.handshake:
                 if not fut.done():
                     fut.set_exception(ConnectionError("connection lost during set-up"))
 
-    def _abort(self, why: str) -> None:
+    def _abort(self, why: str, resend: bool = False) -> None:
+        """Drop the connection. Its calls in flight fail, except, when ``resend`` (the
+        connection was lost, not hung), those not sent again before: they go out once more on
+        a new connection, which is safe because every write script is idempotent on its key
+        (what redis-py's one retry on a broken connection relied on too)."""
         proto, self._proto = self._proto, None
         waiting, self._waiting = self._waiting, deque()
         if self._timer is not None:
@@ -283,7 +295,18 @@ class Wire:
             self._timer = None
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
-        _fail([(b"", call[0]) for call in waiting], why)
+        again: list[tuple[bytes, asyncio.Future[Any]]] = []
+        failed: list[tuple[bytes, asyncio.Future[Any]]] = []
+        for fut, cmd, *_ in waiting:
+            if resend and cmd and not self._closed and not fut.done() and fut not in self._resent:
+                self._resent.add(fut)
+                again.append((cmd, fut))
+            else:
+                failed.append((cmd, fut))
+        _fail(failed, why)
+        self._resent.difference_update(fut for _, fut in failed)
+        if again:
+            self.send(again)
 
     async def close(self) -> None:
         self._closed = True

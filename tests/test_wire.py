@@ -27,7 +27,12 @@ ECHO = "return {ARGV[1], tonumber(ARGV[2]) * 2}"
 SET = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])"
 LOADING = "return redis.error_reply('LOADING fake: the dataset is loading')"
 FAILS = "return redis.error_reply('ERR something in the script')"
-SCRIPTS = (ECHO, SET, LOADING, FAILS)
+# SET after ARGV[2] µs of busy work: long enough to be surely in flight when a test drops the link
+SLOW_SET = """local t = redis.call('TIME')
+repeat local n = redis.call('TIME')
+until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]"""
+SCRIPTS = (ECHO, SET, LOADING, FAILS, SLOW_SET)
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 RUNNERS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
@@ -149,6 +154,48 @@ def test_a_dead_redis_fails_fast_and_a_restarted_one_is_used_again(
             assert time.monotonic() - started < 1.0
             redis_proc.start()
             assert await call(wire, "PING") == b"PONG"
+        finally:
+            await wire.close()
+
+    run(main())
+
+
+def drop(wire: Wire) -> None:
+    """Lose the connection as a network fault would (the client side is reset)."""
+    assert wire._proto is not None and wire._proto.transport is not None
+    wire._proto.transport.abort()
+
+
+@RUNNERS
+def test_calls_in_flight_on_a_lost_connection_are_sent_once_more(
+    redis_proc: RedisProc, run: Runner
+) -> None:
+    client = redis.Redis.from_url(redis_proc.url)
+    slow = sha(client, SLOW_SET)
+
+    async def main() -> None:
+        wire = Wire(redis_proc.url, SCRIPTS, timeout=5)
+        try:
+            futs = batch(wire, [command("EVALSHA", slow, "1", f"k{i}", f"v{i}", "50000")
+                                for i in range(5)])  # fmt: skip
+            await asyncio.sleep(0.02)  # the first is running in Redis, the rest queued
+            drop(wire)
+            assert await asyncio.gather(*futs) == [f"v{i}".encode() for i in range(5)]
+            assert wire.connects == 2
+            # a second loss of the same calls fails them: no endless resending
+            futs = batch(wire, [command("EVALSHA", slow, "1", f"j{i}", "x", "300000")
+                                for i in range(3)])  # fmt: skip
+            await asyncio.sleep(0.02)
+            drop(wire)
+            for _ in range(200):
+                if wire.connects == 3:
+                    break
+                await asyncio.sleep(0.005)
+            drop(wire)
+            results = await asyncio.gather(*futs, return_exceptions=True)
+            assert all(isinstance(r, Unavailable) for r in results), results
+            assert await call(wire, "PING") == b"PONG"  # and the wire works on
+            assert not wire._resent
         finally:
             await wire.close()
 
