@@ -196,7 +196,7 @@ def _items_fast(body: object) -> list[Item] | None:
 def _items_checked(body: object) -> list[Item]:
     """Every rule, each with its own error (the fast path's answers must equal these)."""
     obj = _obj(body, "")
-    _no_extra(obj, frozenset({"items"}), "")
+    _no_extra(obj, _ITEMS_ONLY, "")
     items = []
     for i, raw in enumerate(_list(obj.get("items"), "/items", MAX_BATCH_ITEMS)):
         p = f"/items/{i}"
@@ -335,13 +335,16 @@ def event_arg(raw: object) -> tuple[str, int, str]:
     return f"{ev.sku}|{ev.location}", ev.seq, arg
 
 
-def _new_id(value: str) -> bool:
-    if _ID_MATCH(value) is None:
-        return False
-    if len(_GOOD_IDS) >= _GOOD_MAX:
-        _GOOD_IDS.clear()
-    _GOOD_IDS[value] = None
+def _remember(memo: dict[str, None], value: str) -> bool:
+    """Keep ``value`` as seen valid (a bounded memo: cleared when full); True."""
+    if len(memo) >= _GOOD_MAX:
+        memo.clear()
+    memo[value] = None
     return True
+
+
+def _new_id(value: str) -> bool:
+    return _ID_MATCH(value) is not None and _remember(_GOOD_IDS, value)
 
 
 def _new_time(value: str) -> bool:
@@ -349,10 +352,7 @@ def _new_time(value: str) -> bool:
         _timestamp(value)
     except BadRequest:
         return False
-    if len(_GOOD_TIMES) >= _GOOD_MAX:
-        _GOOD_TIMES.clear()
-    _GOOD_TIMES[value] = None
-    return True
+    return _remember(_GOOD_TIMES, value)
 
 
 def _timestamp(value: object) -> str:

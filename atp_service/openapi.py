@@ -814,30 +814,34 @@ def _rid_param() -> Json:
 TRACED_OPS = frozenset({"createReservation", "releaseReservation"})
 
 
-def _request_id_param() -> Json:
+def _header_param(name: str, description: str, example: str) -> Json:
+    """An optional request header: what it carries and what a bad value does."""
     return {
-        "name": "X-Request-ID",
+        "name": name,
         "in": "header",
         "required": False,
-        "description": "Your id for this request, echoed in the X-Request-ID response header "
-        "and logged; a value that is not a sane token (1-128 of A-Z a-z 0-9 . _ : / + = @ -, "
-        "starting alphanumeric) is replaced by a fresh random id.",
-        "schema": {"type": "string", "example": "chk-7f3a9c"},
+        "description": description,
+        "schema": {"type": "string", "example": example},
     }
+
+
+def _request_id_param() -> Json:
+    return _header_param(
+        "X-Request-ID",
+        "Your id for this request, echoed in the X-Request-ID response header and logged; a "
+        "value that is not a sane token (1-128 of A-Z a-z 0-9 . _ : / + = @ -, starting "
+        "alphanumeric) is replaced by a fresh random id.",
+        "chk-7f3a9c",
+    )
 
 
 def _traceparent_param() -> Json:
-    return {
-        "name": "traceparent",
-        "in": "header",
-        "required": False,
-        "description": "W3C Trace Context parent. Saved with the reservation; its ERP calls "
-        "carry the same trace id. A malformed value is ignored and a new trace started.",
-        "schema": {
-            "type": "string",
-            "example": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        },
-    }
+    return _header_param(
+        "traceparent",
+        "W3C Trace Context parent. Saved with the reservation; its ERP calls carry the same "
+        "trace id. A malformed value is ignored and a new trace started.",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
 
 
 def _request_id_header() -> Json:

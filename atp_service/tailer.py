@@ -118,18 +118,14 @@ class Tailer:
             else:
                 backoff = 0.05
 
-    async def _xread(self) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.wire.send([(_XREAD + bulk(self.last_id.encode()), fut)])
-        return await fut
-
     async def _tail(self) -> None:
         cache = self.cache
         apply = cache.apply
         own = cache.own
         budget = STEP_RECORDS
         while True:
-            reply = await self._xread()  # None: nothing new within BLOCK_MS
+            # None: nothing new within BLOCK_MS
+            reply = await self.wire.call(_XREAD + bulk(self.last_id.encode()))
             self.last_ok = self.clock()
             for _stream, entries in reply or ():
                 for _entry_id, flat in entries:

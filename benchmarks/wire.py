@@ -76,36 +76,18 @@ def _pool_caller(client: Any, command: bytes) -> Callable[[], Awaitable[Any]]:
     return call
 
 
-def _wire_caller(wire: Any, command: bytes) -> Callable[[], Awaitable[Any]]:
-    """The Store's path: per tick, one ``Wire.send`` of the tick's calls."""
-    queue: list[tuple[bytes, asyncio.Future[Any]]] = []
-
-    def flush() -> None:
-        batch = queue[:]
-        queue.clear()
-        wire.send(batch)
-
-    def call() -> Awaitable[Any]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        if not queue:
-            loop.call_soon(flush)
-        queue.append((command, fut))
-        return fut
-
-    return call
-
-
 async def _measure(impl: str, url: str, callers: int, calls: int) -> dict[str, Any]:
-    from atp_service.store import connect, pack
-    from atp_service.wire import Wire
+    from atp_service.store import Store, connect, pack
 
     client = connect(url)
     sha = await client.script_load(SCRIPT)
     command = pack("EVALSHA", sha, len(KEYS), *KEYS, *ARGS)
-    wire = Wire(url, [SCRIPT])
+    store = Store(client, url)  # the service's path: per tick, one Wire.send of its calls
     if impl == "wire":
-        call = _wire_caller(wire, command)
+
+        def call() -> Awaitable[Any]:
+            return store.run_packed(command)
+
     elif impl == "pool":
         call = _pool_caller(client, command)
     else:
@@ -129,7 +111,7 @@ async def _measure(impl: str, url: str, callers: int, calls: int) -> dict[str, A
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(callers)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    await wire.close()
+    await store.close()
     await client.aclose()
     if impl == "naive":
         await plain.aclose()

@@ -19,7 +19,7 @@ import uvloop
 from redis.exceptions import ResponseError
 
 from atp_service.errors import Unavailable
-from atp_service.wire import Wire, command
+from atp_service.wire import Wire, pack
 
 from .procs import RedisProc, wait_until
 
@@ -43,9 +43,7 @@ def sha(client: redis.Redis, source: str) -> str:
 
 
 def call(wire: Wire, *args: str | bytes) -> asyncio.Future[Any]:
-    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    wire.send([(command(*args), fut)])
-    return fut
+    return wire.call(pack(*args))
 
 
 def batch(wire: Wire, commands: list[bytes]) -> list[asyncio.Future[Any]]:
@@ -65,7 +63,7 @@ def test_replies_reach_their_callers_in_order(redis_proc: RedisProc, run: Runner
             # many batches in flight at once, from many "ticks"
             futs = []
             for b in range(50):
-                futs += batch(wire, [command("EVALSHA", echo, "0", f"c{b}-{i}", str(i))
+                futs += batch(wire, [pack("EVALSHA", echo, "0", f"c{b}-{i}", str(i))
                                      for i in range(40)])  # fmt: skip
             replies = await asyncio.gather(*futs)
             assert replies == [[f"c{b}-{i}".encode(), 2 * i] for b in range(50) for i in range(40)]
@@ -88,7 +86,7 @@ def test_lost_scripts_are_loaded_again_and_errors_reach_the_caller(
         try:
             assert await call(wire, "EVALSHA", shas[1], "1", "k", "v1") == b"v1"
             client.script_flush()  # what a Redis restart without its scripts looks like
-            futs = batch(wire, [command("EVALSHA", shas[1], "1", f"k{i}", f"v{i}")
+            futs = batch(wire, [pack("EVALSHA", shas[1], "1", f"k{i}", f"v{i}")
                                 for i in range(20)])  # fmt: skip
             assert await asyncio.gather(*futs) == [f"v{i}".encode() for i in range(20)]
             assert client.get("k7") == b"v7"  # each ran once, after the reload
@@ -120,7 +118,7 @@ def test_a_hung_redis_fails_calls_within_the_timeout_then_recovers(
             assert await call(wire, "EVALSHA", echo, "0", "a", "1") == [b"a", 2]
             redis_proc.pause()
             started = time.monotonic()
-            futs = batch(wire, [command("EVALSHA", echo, "0", "b", "1")] * 10)
+            futs = batch(wire, [pack("EVALSHA", echo, "0", "b", "1")] * 10)
             results = await asyncio.gather(*futs, return_exceptions=True)
             took = time.monotonic() - started
             assert all(isinstance(r, Unavailable) for r in results), results
@@ -176,14 +174,14 @@ def test_calls_in_flight_on_a_lost_connection_are_sent_once_more(
     async def main() -> None:
         wire = Wire(redis_proc.url, SCRIPTS, timeout=5)
         try:
-            futs = batch(wire, [command("EVALSHA", slow, "1", f"k{i}", f"v{i}", "50000")
+            futs = batch(wire, [pack("EVALSHA", slow, "1", f"k{i}", f"v{i}", "50000")
                                 for i in range(5)])  # fmt: skip
             await asyncio.sleep(0.02)  # the first is running in Redis, the rest queued
             drop(wire)
             assert await asyncio.gather(*futs) == [f"v{i}".encode() for i in range(5)]
             assert wire.connects == 2
             # a second loss of the same calls fails them: no endless resending
-            futs = batch(wire, [command("EVALSHA", slow, "1", f"j{i}", "x", "300000")
+            futs = batch(wire, [pack("EVALSHA", slow, "1", f"j{i}", "x", "300000")
                                 for i in range(3)])  # fmt: skip
             await asyncio.sleep(0.02)
             drop(wire)
