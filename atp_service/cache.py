@@ -11,6 +11,8 @@ Memory per key: 64 bytes of array + one slot in the sku's location dict + the ro
 from __future__ import annotations
 
 import os
+import struct
+import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -22,11 +24,19 @@ from .inventory import ALLOCATED, FLAG_GAP, FLAGS, ON_HAND, PENDING, SAFETY, VER
 
 Row = list[int]
 _VER_AT = VER * 8  # byte offset of the version in a packed record
+_REC = 64  # bytes per packed record: 8 little-endian int64 (inventory.FIELDS)
+_version_of = struct.Struct("<q").unpack_from
+# Single records go in and out of the array as raw bytes through memoryviews (a 64-byte copy:
+# ~0.1 µs, against ~1.1 µs for numpy's row assignment; a row as a list: 0.2 against 0.4 µs),
+# which takes the host's int64 to be the records' little-endian one.
+if sys.byteorder != "little":  # pragma: no cover - x86-64 and arm64 are little-endian
+    raise ImportError("atp_service.cache needs a little-endian host")
 
 
 class Cache:
     def __init__(self, capacity: int = 1024) -> None:
         self.arr: npt.NDArray[np.int64] = np.zeros((capacity, 8), dtype=np.int64)
+        self._views()
         self.size = 0
         self.by_sku: dict[str, dict[str, int]] = {}
         self._locations: dict[str, str] = {}  # interned location names
@@ -70,19 +80,23 @@ class Cache:
         grown = np.zeros((capacity, 8), dtype=np.int64)
         grown[: self.size] = self.arr[: self.size]
         self.arr = grown
+        self._views()
+
+    def _views(self) -> None:
+        """Byte and int64 views of ``arr`` (renewed whenever ``arr`` is replaced)."""
+        self._bytes = self.arr.data.cast("B")
+        self._ints = self._bytes.cast("q")
 
     def apply(self, key: str, record: bytes) -> bool:
         """Store one packed record unless the cache already has a newer version of it."""
         sku, _, location = key.partition("|")
         row = self._row_for(sku, location)
-        # Version first, without numpy: most stream entries are this replica's own writes,
+        # Version first: most stream entries are this replica's own writes,
         # already applied from the script's reply. Every saved record has ver >= 1.
-        if (
-            int.from_bytes(record[_VER_AT : _VER_AT + 8], "little", signed=True)
-            <= self.arr[row, VER]
-        ):
+        if _version_of(record, _VER_AT)[0] <= self._ints[row * 8 + VER]:
             return False
-        self.arr[row] = np.frombuffer(record, dtype="<i8")
+        at = row * _REC
+        self._bytes[at : at + _REC] = record  # ValueError unless exactly one record
         self.changes += 1
         self.changed_at[sku] = self.changes
         return True
@@ -195,7 +209,7 @@ class Cache:
         return result
 
     def row(self, row: int) -> Row:
-        result: Row = self.arr[row].tolist()
+        result: Row = self._ints[row * 8 : row * 8 + 8].tolist()
         return result
 
     def nbytes(self) -> int:

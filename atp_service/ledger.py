@@ -82,16 +82,40 @@ def view(fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-# reserve.lua's call, less what varies: EVALSHA sha numkeys, then KEYS[2..7] (KEYS[1] is the
-# reservation's own hash) and ARGV[8]; identifiers are ASCII ([A-Za-z0-9._:-], decode.py).
+# reserve.lua's call as one bytes template: EVALSHA sha numkeys, KEYS[1] (the reservation's
+# hash), KEYS[2..7], ARGV[1..11], then one triple per line. Identifiers are ASCII
+# ([A-Za-z0-9._:-], decode.py), so str lengths are byte lengths. One %-format instead of a
+# bulk() call per argument: ~2x cheaper to build.
 _RESERVE_KEY_NAMES = (keys.INV, keys.CHANGES, keys.EXPIRY, *OUTBOX_KEYS)
-_RESERVE_HEAD = b"".join(
-    bulk(a)
-    for a in (b"EVALSHA", SCRIPTS["reserve"].sha.encode(), b"%d" % (1 + len(_RESERVE_KEY_NAMES)))
-)
-_RESERVE_KEYS = b"".join(bulk(k.encode()) for k in _RESERVE_KEY_NAMES)
-_MAXLEN_B = bulk(b"%d" % keys.CHANGES_MAXLEN)
+_ARG = b"$%d\r\n%b\r\n"
 _RESERVE_FIXED = 3 + 1 + len(_RESERVE_KEY_NAMES) + 11  # head, keys, ARGV[1..11]
+
+
+def _literal(*parts: bytes) -> bytes:
+    """Constant RESP arguments inside a %-template."""
+    return b"".join(bulk(p) for p in parts).replace(b"%", b"%%")
+
+
+_RESERVE = (
+    b"*%d\r\n"
+    + _literal(b"EVALSHA", SCRIPTS["reserve"].sha.encode(), b"%d" % (1 + len(_RESERVE_KEY_NAMES)))
+    + b"$%d\r\n"
+    + keys.RESERVATION.encode().replace(b"%", b"%%")
+    + b"%b\r\n"
+    + _literal(*(k.encode() for k in _RESERVE_KEY_NAMES))
+    + _ARG * 3  # id, fingerprint, priority
+    + b"$%d\r\n%d\r\n" * 2  # hold, now
+    + b"%b"  # mode
+    + b"$%d\r\n%d\r\n"  # budget
+    + _literal(b"%d" % keys.CHANGES_MAXLEN)
+    + _ARG * 3  # owner, request id, traceparent
+)
+_LINE = _ARG + b"$%d\r\n%d\r\n" + b'$%d\r\n{"sku":"%b","location":"%b","qty":%d}\r\n'
+_LINE_JSON = len('{"sku":"","location":"","qty":}')
+
+
+def _digits(n: int) -> int:
+    return len(b"%d" % n)
 
 
 class Ledger:
@@ -124,24 +148,8 @@ class Ledger:
         lines = req.lines
         budget = self.max_backlog[req.priority] if self.mode == "erp" else -1
         now = self.now_ms()
-        rid = req.reservation_id
-        hold = req.hold_seconds or 0
-        parts = [
-            b"*%d\r\n" % (_RESERVE_FIXED + 3 * len(lines)), _RESERVE_HEAD,
-            bulk(keys.reservation(rid).encode()), _RESERVE_KEYS, bulk(rid.encode()),
-            bulk(req.fingerprint()), bulk(req.priority.encode()), bulk(b"%d" % hold),
-            bulk(b"%d" % now), self._mode_b, bulk(b"%d" % budget), _MAXLEN_B,
-            bulk(owner.encode()),
-            bulk(trace.request_id.encode() if trace else b""),
-            bulk(trace.traceparent.encode() if trace else b""),
-        ]  # fmt: skip
-        for line in lines:
-            parts += (
-                bulk(line.key.encode()), bulk(b"%d" % line.qty),
-                bulk(b'{"sku":"%b","location":"%b","qty":%d}'
-                      % (line.sku.encode(), line.location.encode(), line.qty)),
-            )  # fmt: skip
-        reply = await self.store.run_packed(b"".join(parts))
+        command = self.reserve_command(req, owner, trace, now, budget)
+        reply = await self.store.run_packed(command)
         tag = reply[0]
         if tag == b"created":
             self.cache.apply_many(
@@ -176,6 +184,35 @@ class Ledger:
                 retry_after=wait,
             )
         raise RuntimeError(f"unexpected reserve reply {tag!r}")
+
+    def reserve_command(
+        self, req: ReservationRequest, owner: str, trace: Context | None, now: int, budget: int
+    ) -> bytes:
+        """``reserve.lua``'s EVALSHA in RESP (equal to :func:`pack` of its arguments, which
+        tests/test_holds.py checks)."""
+        rid_b = req.reservation_id.encode()
+        hold = req.hold_seconds or 0
+        fp = req.fingerprint()
+        owner_b = owner.encode()
+        req_id = trace.request_id.encode() if trace else b""
+        parent = trace.traceparent.encode() if trace else b""
+        command = [
+            _RESERVE % (
+                _RESERVE_FIXED + 3 * len(req.lines),
+                len(keys.RESERVATION) + len(rid_b), rid_b,
+                len(rid_b), rid_b, len(fp), fp, len(req.priority), req.priority.encode(),
+                _digits(hold), hold, _digits(now), now, self._mode_b, _digits(budget), budget,
+                len(owner_b), owner_b, len(req_id), req_id, len(parent), parent,
+            )
+        ]  # fmt: skip
+        for line in req.lines:
+            sku, loc, qty = line.sku.encode(), line.location.encode(), line.qty
+            q = _digits(qty)
+            command.append(
+                _LINE % (len(sku) + 1 + len(loc), b"%b|%b" % (sku, loc), q, qty,
+                         _LINE_JSON + len(sku) + len(loc) + q, sku, loc, qty)
+            )  # fmt: skip
+        return b"".join(command)
 
     def _created_view(self, req: ReservationRequest, now: int) -> dict[str, Any]:
         """What :func:`view` gives for the fields ``reserve.lua`` just stored for ``req``

@@ -63,7 +63,7 @@ def trace_id(traceparent: str | None) -> str | None:
     return parsed[0] if parsed else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see reservation.Line (built once per traced request)
 class Context:
     """Who asked: the request id and the trace (version 00, normalised) a request belongs to."""
 
@@ -73,9 +73,13 @@ class Context:
     @classmethod
     def of(cls, request_id: str, traceparent: str | None) -> Context:
         """The caller's trace when its ``traceparent`` is valid, else a new one started here."""
-        parsed = parse_traceparent(traceparent)
+        parsed = parse_traceparent(traceparent) if traceparent is not None else None
         if parsed is None:
-            return cls(request_id, f"00-{new_trace_id()}-{new_span_id()}-{SAMPLED}")
+            ids = getrandbits(192).to_bytes(24).hex()  # trace and span ids in one draw
+            trace, span = ids[:32], ids[32:]
+            if trace == _ZERO_TRACE or span == _ZERO_SPAN:  # 2**-64: as likely as never
+                trace, span = new_trace_id(), new_span_id()
+            return cls(request_id, f"00-{trace}-{span}-{SAMPLED}")
         trace, parent, flags = parsed
         return cls(request_id, f"00-{trace}-{parent}-{flags}")
 

@@ -7,14 +7,20 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from atp_service import decode
+from atp_service import decode, keys
 from atp_service.cache import Cache
 from atp_service.ingest import Ingest
 from atp_service.ledger import Ledger
 from atp_service.metrics import Metrics
-from atp_service.store import Store, connect
+from atp_service.reservation import Line, ReservationRequest
+from atp_service.store import OUTBOX_KEYS, SCRIPTS, Store, connect
+from atp_service.trace import Context
+from atp_service.wire import pack
 
 from .conftest import settings_for
 from .procs import ADMIN, RedisProc, snapshot
@@ -204,3 +210,41 @@ async def test_create_answer_is_the_stored_reservation(
     finally:
         await store.close()
         await client.aclose()
+
+
+# reserve_command builds reserve.lua's call from one bytes template; pack() of the same
+# arguments, in the order reserve.lua reads them, is the reference.
+_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rid=_ids,
+    priority=st.sampled_from(["checkout", "sales", "background"]),
+    hold=st.one_of(st.none(), st.integers(1, 86400)),
+    lines=st.lists(st.tuples(_ids, _ids, st.integers(1, 10**6)), min_size=1, max_size=5),
+    erp=st.booleans(),
+    traced=st.booleans(),
+    owner=st.sampled_from(["", "0123456789abcdef"]),
+    now=st.integers(0, 2**45),
+)
+def test_reserve_command_is_the_packed_call(
+    rid: str, priority: str, hold: int | None, lines: list[tuple[str, str, int]],
+    erp: bool, traced: bool, owner: str, now: int,
+) -> None:  # fmt: skip
+    def line_json(x: Line) -> bytes:
+        return orjson.dumps({"sku": x.sku, "location": x.location, "qty": x.qty})
+
+    overrides = {"ATP_ERP_URL": "http://127.0.0.1:9"} if erp else {}
+    ledger = Ledger(None, Cache(), settings_for("redis://127.0.0.1:1", **overrides))  # type: ignore[arg-type]
+    req = ReservationRequest(rid, priority, tuple(Line(*x) for x in lines), hold)
+    trace = Context.of("req-1", None) if traced else None
+    budget = ledger.max_backlog[priority] if erp else -1
+    expected = pack(
+        "EVALSHA", SCRIPTS["reserve"].sha, 7, keys.reservation(rid), keys.INV, keys.CHANGES,
+        keys.EXPIRY, *OUTBOX_KEYS, rid, req.fingerprint(), priority, hold or 0, now,
+        "erp" if erp else "standalone", budget, keys.CHANGES_MAXLEN, owner,
+        trace.request_id if trace else "", trace.traceparent if trace else "",
+        *(a for x in req.lines for a in (x.key, x.qty, line_json(x))),
+    )  # fmt: skip
+    assert ledger.reserve_command(req, owner, trace, now, budget) == expected
