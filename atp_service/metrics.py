@@ -3,7 +3,8 @@
 Every app owns its own ``CollectorRegistry`` (no module-level singletons). The request-time
 histogram on the lookup hot path is a lock-free bucket counter (``RouteHistogram``, ~0.2 µs
 an observation) exported through a custom collector; prometheus_client's own Histogram costs
-several times that, which is measurable at 30k req/s per core.
+several times that, which is measurable at 30k req/s per core. The reservation counter is
+lock-free the same way (``LabelCounter``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,29 @@ class RouteHistogram(Collector):
         yield family
 
 
+class LabelCounter(Collector):
+    """A labelled counter without prometheus_client's lock and label lookup per increment
+    (~0.1 against ~1 µs): for counters bumped on a hot path, always on the event loop's
+    thread. Exported like a prometheus_client Counter (``<name>_total``)."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], int] = {}
+
+    def inc(self, *labels: str) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0) + 1
+
+    def value(self, *labels: str) -> int:
+        return self.values.get(labels, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        yield family
+
+
 # Live values that only ever go up, exported as counters under these names (``_total``
 # appended). Each was first exported as a gauge under its key; that gauge stays, deprecated,
 # for dashboards and alerts that still read it (a counter cannot reuse the family name).
@@ -93,10 +117,10 @@ class Metrics:
         self.http = RouteHistogram()
         r.register(self.http)
         # reservation requests by priority and outcome (created, replayed, short, conflict, ...)
-        self.reservations = Counter(
-            "atp_reservations", "Reservation requests by outcome", ["priority", "outcome"],
-            registry=r,
-        )  # fmt: skip
+        self.reservations = LabelCounter(
+            "atp_reservations", "Reservation requests by outcome", ("priority", "outcome")
+        )
+        r.register(self.reservations)
         # reservation state changes after creation (commit, release, expire)
         self.transitions = Counter(
             "atp_reservation_transitions", "Reservation transitions", ["action", "result"],

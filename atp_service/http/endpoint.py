@@ -90,13 +90,13 @@ class AccessLog:
         stream.write(orjson.dumps(entry).decode() + "\n")
 
 
-_JSON = CIMultiDict({"Content-Type": "application/json"})  # copied by each Response
+# Content-Type of every JSON answer, given as a header: aiohttp copies it into each response,
+# where content_type= has it parse and rebuild the header (2.0 against 2.8 µs a Response here).
+JSON_HEADERS = CIMultiDict({"Content-Type": "application/json"})
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
-    # headers= rather than content_type=: the same header, without aiohttp parsing and
-    # rebuilding it per response (2.0 against 2.8 µs a Response here).
-    return web.Response(body=orjson.dumps(payload), status=status, headers=_JSON)
+    return web.Response(body=orjson.dumps(payload), status=status, headers=JSON_HEADERS)
 
 
 def problem_response(request: web.Request, error: AtpError) -> web.Response:

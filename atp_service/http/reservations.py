@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from .. import decode
@@ -39,17 +37,7 @@ class Reservations:
         self.ledger = ledger
         self.ingest = ingest
         self.metrics = metrics
-        self._counters: dict[tuple[str, str], Any] = {}
-
-    def _count(self, priority: str, outcome: str) -> None:
-        """``metrics.reservations.labels(priority, outcome).inc()``, the child looked up once
-        (``labels`` takes a lock and builds a tuple each call; both labels are bounded)."""
-        child = self._counters.get((priority, outcome))
-        if child is None:
-            child = self._counters[priority, outcome] = self.metrics.reservations.labels(
-                priority, outcome
-            )
-        child.inc()
+        self._count = metrics.reservations.inc
 
     async def create(self, request: web.Request, key: ApiKey | None) -> web.Response:
         req = decode.reservation_request(await read_json(request))
