@@ -64,6 +64,15 @@ def use_ref(ref: str | None, code_dir: Path | None = None) -> None:
         return
     if not ref:
         return
+    dest, desc = export_ref(ref)
+    CODE["dir"] = dest
+    CODE["desc"] = desc
+    log(f"benchmarking atp_service from {CODE['desc']} exported to {dest}")
+
+
+def export_ref(ref: str) -> tuple[Path, str]:
+    """``atp_service`` as of git ``ref``, extracted to a temporary directory (removed at
+    exit): (directory, description)."""
     sha = _run_text(["git", "-C", str(ROOT), "rev-parse", "--short", ref])
     dest = Path(tempfile.mkdtemp(prefix="atp-bench-src-"))
     archive = subprocess.run(
@@ -71,17 +80,17 @@ def use_ref(ref: str | None, code_dir: Path | None = None) -> None:
     )
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     atexit.register(shutil.rmtree, dest, True)
-    CODE["dir"] = dest
-    CODE["desc"] = f"git {ref} ({sha})"
-    log(f"benchmarking atp_service from {CODE['desc']} exported to {dest}")
+    return dest, f"git {ref} ({sha})"
 
 
-def code_env() -> tuple[dict[str, str], Path]:
-    """(env, cwd) for a child that imports atp_service (and maybe benchmarks)."""
-    if CODE["dir"] is None:
+def code_env(code_dir: Path | None = None) -> tuple[dict[str, str], Path]:
+    """(env, cwd) for a child that imports atp_service (and maybe benchmarks): from
+    ``code_dir`` if given, else from what :func:`use_ref` chose."""
+    directory = code_dir or CODE["dir"]
+    if directory is None:
         return {}, ROOT
-    path = f"{CODE['dir']}{os.pathsep}{ROOT}"
-    return {"PYTHONPATH": path}, Path(CODE["dir"])
+    path = f"{directory}{os.pathsep}{ROOT}"
+    return {"PYTHONPATH": path}, Path(directory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,6 +455,7 @@ class Procs:
         cpu: str | None = None,
         wait_ready: bool = True,
         extra_env: dict[str, str] | None = None,
+        code_dir: Path | None = None,
     ) -> Proc:
         port = free_port()
         env = {
@@ -455,7 +465,7 @@ class Procs:
             "ATP_LOG_LEVEL": "info",
             **(extra_env or {}),
         }
-        code, cwd = code_env()
+        code, cwd = code_env(code_dir)
         cmd = [sys.executable, "-m", "atp_service.cli", "serve"]
         proc = self.spawn(name, cmd, env={**env, **code}, cpu=cpu, port=port, cwd=cwd)
         if wait_ready:

@@ -15,6 +15,12 @@ The server is pinned to one core (``taskset -c 0``); wrk and redis-server share 
 
     .venv/bin/python -m benchmarks.reserve           # default: ~2 minutes
     .venv/bin/python -m benchmarks.reserve --quick   # smoke run
+    .venv/bin/python -m benchmarks.reserve --versus bb6daa1   # + our service at that commit
+
+``--versus REF`` adds a fourth implementation, "previous": ``atp-service`` as of git REF, run
+the same way and interleaved with the others, so a change is measured against what it
+replaces on the same machine in the same run (absolute figures on a shared box drift by 2x
+between days).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from .common import (
     Target,
     base_parser,
     cpus,
+    export_ref,
     fmt_us,
     http_json,
     log,
@@ -117,7 +124,7 @@ def settled_check(client: redis.Redis, impl: str) -> dict[str, Any]:
     """Check once the requests still in flight when wrk stopped have finished."""
     if impl == "ceiling":
         return {}
-    reading = check_ours if impl == "ours" else check_naive
+    reading = check_naive if impl == "naive" else check_ours
     last = reading(client)
     for _ in range(20):
         time.sleep(0.2)
@@ -143,8 +150,11 @@ def one_run(
     with workdir(f"reserve-{impl}") as tmp, Procs(tmp) as procs:
         rp = procs.redis(cpu=client_cpu, aof=not args.no_aof)
         client = redis.Redis.from_url(rp.url)
-        if impl == "ours":
-            server = procs.service(rp.url, cpu=server_cpu, extra_env={"ATP_LOG_LEVEL": "warning"})
+        if impl in ("ours", "previous"):
+            server = procs.service(
+                rp.url, cpu=server_cpu, extra_env={"ATP_LOG_LEVEL": "warning"},
+                code_dir=args.previous_dir if impl == "previous" else None,
+            )  # fmt: skip
             seed_ours(url(server, ""), args.skus, args.locations)
         elif impl == "naive":
             seed_naive(client, args.skus, args.locations)
@@ -226,17 +236,19 @@ def redis_ceiling(args: Any, cores: tuple[str | None, str | None], quick: bool) 
     return {"rows": rows, "requests": n, "script": REDIS_SCRIPT}
 
 
-def plot(path: Path, summary: list[dict[str, Any]], ceiling: dict[str, Any]) -> None:
+def plot(
+    path: Path, summary: list[dict[str, Any]], ceiling: dict[str, Any], impls: tuple[str, ...]
+) -> None:
     """Holds/s per implementation (median of repeats) against the HTTP ceiling, with the
     redis-benchmark figures as horizontal lines: the Redis side's ceiling."""
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(9, 4.8))
     labels, values = [], []
     for s in summary:
-        for impl in IMPLS:
+        for impl in impls:
             labels.append(f"{impl}\nc={s['c']}")
             values.append(s[impl]["rps"])
-    colors = {"ours": "tab:blue", "naive": "tab:orange", "ceiling": "0.7"}
+    colors = {"ours": "tab:blue", "naive": "tab:orange", "ceiling": "0.7", "previous": "tab:cyan"}
     ax.bar(range(len(values)), values, color=[colors[lb.split()[0]] for lb in labels])
     for x, v in enumerate(values):
         ax.annotate(f"{v:,.0f}", (x, v), ha="center", va="bottom", fontsize=8)
@@ -263,8 +275,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skus", type=int, default=1000)
     parser.add_argument("--locations", type=int, default=4)
     parser.add_argument("--no-aof", action="store_true", help="redis-server without AOF")
+    parser.add_argument(
+        "--versus", default=None, help="also run atp-service as of this git ref ('previous')"
+    )
     args = parser.parse_args(argv)
     use_ref(args.ref, args.code_dir)
+    impls = IMPLS
+    args.previous_dir = None
+    if args.versus:
+        args.previous_dir, previous_desc = export_ref(args.versus)
+        impls = (*IMPLS, "previous")
+        log(f"previous: atp_service from {previous_desc}")
     require_matplotlib()  # fail now, not after the run
     quick = args.quick
     duration = args.duration or (2.0 if quick else 10.0)
@@ -278,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs: list[dict[str, Any]] = []
     for rep in range(repeats):
-        order = IMPLS if rep % 2 == 0 else IMPLS[::-1]
+        order = impls if rep % 2 == 0 else impls[::-1]
         for c in conc:
             for impl in order:
                 runs.append(one_run(impl, c, rep, args, nonce, duration, warmup_s, cpus(args)))
@@ -287,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = []
     for c in conc:
         s: dict[str, Any] = {"c": c}
-        for impl in IMPLS:
+        for impl in impls:
             rs = [r for r in runs if r["impl"] == impl and r["c"] == c]
             s[impl] = {
                 "rps": median([r["rps"] for r in rs]),
@@ -304,6 +325,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s["ours_vs_naive"] = s["ours"]["rps"] / s["naive"]["rps"]
         s["ours_vs_ceiling"] = s["ours"]["rps"] / s["ceiling"]["rps"]
         s["naive_vs_ceiling"] = s["naive"]["rps"] / s["ceiling"]["rps"]
+        if args.versus:
+            s["ours_vs_previous"] = s["ours"]["rps"] / s["previous"]["rps"]
         summary.append(s)
 
     targets = []
@@ -334,11 +357,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 o["errors"] + n["errors"] == 0 and o["checks_ok"] and n["checks_ok"],
             ),
         ]
+        if args.versus:
+            p = s["previous"]
+            targets.append(
+                Target(
+                    f"ours / previous ({args.versus}) throughput, c={s['c']}",
+                    "report",
+                    f"{s['ours_vs_previous']:.2f}x ({p['rps']:,.0f}/s, "
+                    f"{p['cpu_us']:.0f} CPU-µs/hold; errors {p['errors']}, checks "
+                    f"{'ok' if p['checks_ok'] else 'FAILED'})",
+                    None,
+                )
+            )
 
     names = {
         "ours": "ours (atp-service)",
         "naive": "naive (1 EVALSHA / request)",
         "ceiling": "HTTP ceiling (no Redis)",
+        "previous": f"previous (atp-service at {args.versus})",
     }
     rows = [
         [
@@ -354,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             s[impl]["rps_range"],
         ]
         for s in summary
-        for impl in IMPLS
+        for impl in impls
     ]
     headers = [
         "implementation",
@@ -432,7 +468,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         setup_at = body.index("\n### Setup")
         body = body[:setup_at] + redis_md + body[setup_at:]
     png = directory / "reserve.png"
-    plot(png, summary, ceiling)
+    plot(png, summary, ceiling, impls)
     body += f"\n![reserve]({png.name})\n"
     data = {
         "machine": facts,
@@ -448,6 +484,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "server_cpu": server_cpu,
             "client_cpu": client_cpu,
             "wrk_threads": 1,
+            "versus": args.versus,
         },
         "summary": summary,
         "runs": runs,
