@@ -76,9 +76,6 @@ class LabelCounter(Collector):
         values = self.values
         values[labels] = values.get(labels, 0) + 1
 
-    def value(self, *labels: str) -> int:
-        return self.values.get(labels, 0)
-
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
         for labels, value in list(self.values.items()):
