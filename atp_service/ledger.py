@@ -103,19 +103,14 @@ _RESERVE = (
     + keys.RESERVATION.encode().replace(b"%", b"%%")
     + b"%b\r\n"
     + _literal(*(k.encode() for k in _RESERVE_KEY_NAMES))
-    + _ARG * 3  # id, fingerprint, priority
-    + b"$%d\r\n%d\r\n" * 2  # hold, now
+    + _ARG * 5  # id, fingerprint, priority, hold, now
     + b"%b"  # mode
-    + b"$%d\r\n%d\r\n"  # budget
+    + _ARG  # budget
     + _literal(b"%d" % keys.CHANGES_MAXLEN)
     + _ARG * 3  # owner, request id, traceparent
 )
-_LINE = _ARG + b"$%d\r\n%d\r\n" + b'$%d\r\n{"sku":"%b","location":"%b","qty":%d}\r\n'
+_LINE = _ARG * 2 + b'$%d\r\n{"sku":"%b","location":"%b","qty":%b}\r\n'
 _LINE_JSON = len('{"sku":"","location":"","qty":}')
-
-
-def _digits(n: int) -> int:
-    return len(b"%d" % n)
 
 
 class Ledger:
@@ -191,7 +186,9 @@ class Ledger:
         """``reserve.lua``'s EVALSHA in RESP (equal to :func:`pack` of its arguments, which
         tests/test_holds.py checks)."""
         rid_b = req.reservation_id.encode()
-        hold = req.hold_seconds or 0
+        hold = b"%d" % (req.hold_seconds or 0)
+        now_b = b"%d" % now
+        budget_b = b"%d" % budget
         fp = req.fingerprint()
         owner_b = owner.encode()
         req_id = trace.request_id.encode() if trace else b""
@@ -201,16 +198,15 @@ class Ledger:
                 _RESERVE_FIXED + 3 * len(req.lines),
                 len(keys.RESERVATION) + len(rid_b), rid_b,
                 len(rid_b), rid_b, len(fp), fp, len(req.priority), req.priority.encode(),
-                _digits(hold), hold, _digits(now), now, self._mode_b, _digits(budget), budget,
+                len(hold), hold, len(now_b), now_b, self._mode_b, len(budget_b), budget_b,
                 len(owner_b), owner_b, len(req_id), req_id, len(parent), parent,
             )
         ]  # fmt: skip
         for line in req.lines:
-            sku, loc, qty = line.sku.encode(), line.location.encode(), line.qty
-            q = _digits(qty)
+            sku, loc, qty = line.sku.encode(), line.location.encode(), b"%d" % line.qty
             command.append(
-                _LINE % (len(sku) + 1 + len(loc), b"%b|%b" % (sku, loc), q, qty,
-                         _LINE_JSON + len(sku) + len(loc) + q, sku, loc, qty)
+                _LINE % (len(sku) + 1 + len(loc), b"%b|%b" % (sku, loc), len(qty), qty,
+                         _LINE_JSON + len(sku) + len(loc) + len(qty), sku, loc, qty)
             )  # fmt: skip
         return b"".join(command)
 

@@ -60,7 +60,6 @@ class Tailer:
         # redis-py's per-call machinery and per-entry dicts (~1 read per loop tick under load).
         self.wire = Wire(url, timeout=BLOCK_MS / 1000 + 5)
         self.cache = cache
-        self.pause = BUSY_PAUSE_S
         self.stale_after = stale_after
         self.clock = clock
         self.ready = False
@@ -149,8 +148,8 @@ class Tailer:
                         budget = STEP_RECORDS
                         await asyncio.sleep(0)
                 self.last_id = entries[-1][0].decode()
-            if reply and self.pause:
-                await asyncio.sleep(self.pause)
+            if reply:
+                await asyncio.sleep(BUSY_PAUSE_S)
 
     async def close(self) -> None:
         await self.wire.close()

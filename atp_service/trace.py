@@ -73,7 +73,7 @@ class Context:
     @classmethod
     def of(cls, request_id: str, traceparent: str | None) -> Context:
         """The caller's trace when its ``traceparent`` is valid, else a new one started here."""
-        parsed = parse_traceparent(traceparent) if traceparent is not None else None
+        parsed = parse_traceparent(traceparent)
         if parsed is None:
             ids = getrandbits(192).to_bytes(24).hex()  # trace and span ids in one draw
             trace, span = ids[:32], ids[32:]
