@@ -433,9 +433,17 @@ def test_atheris_fuzz_target(tmp_path: Path) -> None:
     assert re.search(r"^Done \d+ runs", done.stderr, re.M), done.stderr[-2000:]
 
 
+def assert_answers_as(decoder: Any, body: Any, checked: Any) -> None:
+    """``decoder`` (a public one, fast path first) answers ``body`` exactly as the checked
+    path did: the same value, or a BadRequest with the same details."""
+    public = decode_or_problem(decoder, body)
+    if isinstance(checked, BadRequest):
+        assert isinstance(public, BadRequest) and public.extra == checked.extra
+    else:
+        assert public == checked
+
+
 # the reservation fast path accepts only what the checked path accepts, with the same result
-
-
 @FAST
 @given(body=reservations() | mutated(reservations()) | json_values)
 def test_reservation_fast_path_agrees_with_the_checked_path(body: Any) -> None:
@@ -445,11 +453,7 @@ def test_reservation_fast_path_agrees_with_the_checked_path(body: Any) -> None:
     if fast is not None:
         assert fast == checked and fast.lines == checked.lines, (fast, checked)
     # and the public decoder answers exactly as the checked path, error details included
-    public = decode_or_problem(decode.reservation_request, body)
-    if isinstance(checked, BadRequest):
-        assert isinstance(public, BadRequest) and public.extra == checked.extra
-    else:
-        assert public == checked
+    assert_answers_as(decode.reservation_request, body, checked)
 
 
 def test_reservation_fast_path_takes_the_common_bodies() -> None:
@@ -466,11 +470,7 @@ def test_batch_fast_path_agrees_with_the_checked_path(body: Any) -> None:
     checked = decode_or_problem(decode._items_checked, body)
     if fast is not None:
         assert fast == checked, (fast, checked)
-    public = decode_or_problem(decode.availability_items, body)
-    if isinstance(checked, BadRequest):
-        assert isinstance(public, BadRequest) and public.extra == checked.extra
-    else:
-        assert public == checked
+    assert_answers_as(decode.availability_items, body, checked)
 
 
 def test_batch_fast_path_takes_the_common_bodies() -> None:
