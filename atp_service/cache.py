@@ -201,6 +201,11 @@ class Cache:
         atp: list[int] = np.clip(raw, 0, None).tolist()
         return atp, bool((sub[:, FLAGS] & FLAG_GAP).any())
 
+    def ints(self) -> memoryview:
+        """The records as one flat int64 view: field f of row r is ``[r * 8 + f]``. Valid
+        until the array grows (any write may grow it): read it without awaiting in between."""
+        return self._ints
+
     def locations(self, sku: str) -> dict[str, int] | None:
         return self.by_sku.get(sku)
 

@@ -3,7 +3,25 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atp_service.cache import Cache
+from atp_service.decode import Item
+from atp_service.http.availability import Availability
+from atp_service.inventory import (
+    ALLOCATED,
+    FLAG_GAP,
+    FLAGS,
+    ON_HAND,
+    PENDING,
+    RECORD_FORMAT,
+    SAFETY,
+    VER,
+)
 
 from .procs import ADMIN, adjustment, snapshot
 
@@ -81,3 +99,59 @@ async def test_an_unknown_group_is_refused_even_for_an_unknown_sku(app_client: A
     )
     assert r.status == 400
     assert (await r.json())["type"].endswith("/unknown-group")
+
+
+# The batch answer against a plain model, on the cache directly: the one-pass reader of raw
+# records must agree with the row view (cache.rows) for locations, groups and whole skus,
+# including clipping at 0, seq-gap staleness, unknown skus and locations, and every status.
+_GROUPS = {"G1": ("L0", "L2"), "G2": ("L3", "L9")}
+_records = st.lists(
+    st.tuples(
+        st.integers(0, 3), st.integers(0, 3),  # sku, location
+        st.integers(-5, 30), st.integers(0, 10), st.integers(0, 5), st.integers(0, 10),
+        st.sampled_from([0, FLAG_GAP]),
+    ),
+    max_size=20,
+)  # fmt: skip
+_items = st.lists(
+    st.tuples(
+        st.sampled_from(["S0", "S1", "S2", "S3", "S9"]),
+        st.sampled_from([None, "L0", "L1", "L3", "L9"]),
+        st.sampled_from([None, "G1", "G2"]),
+        st.integers(1, 12),
+    ).map(lambda t: (t[0], t[1], None if t[1] is not None else t[2], t[3])),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=_records, items=_items, fresh=st.booleans())
+def test_batch_answer_matches_a_model(
+    records: list[tuple[int, ...]], items: list[Item], fresh: bool
+) -> None:
+    cache = Cache(capacity=2)  # small: the array grows while records arrive
+    for ver, (s, loc, on_hand, allocated, safety, pending, flags) in enumerate(records, 1):
+        values = [0] * 8
+        values[ON_HAND], values[ALLOCATED], values[SAFETY] = on_hand, allocated, safety
+        values[PENDING], values[FLAGS], values[VER] = pending, flags, ver
+        cache.apply(f"S{s}|L{loc}", struct.pack(RECORD_FORMAT, *values))
+    lookups = Availability(cache, _GROUPS, 5, lambda: fresh)
+    for _ in range(2):  # the second time through the whole-sku memo
+        got = lookups.answer(items)
+        want_items, stale = [], not fresh
+        for sku, loc, group, qty in items:
+            locs = cache.locations(sku) or {}
+            names = [loc] if loc else _GROUPS[group] if group else list(locs)
+            rows = [cache.row(locs[n]) for n in names if n in locs]
+            item: dict[str, Any] = {"sku": sku}
+            item.update({"location": loc} if loc else {"group": group} if group else {})
+            if not rows:
+                item.update(atp=0, available=False, status="unknown")
+            else:
+                atp = sum(max(r[ON_HAND] - r[ALLOCATED] - r[SAFETY] - r[PENDING], 0) for r in rows)
+                stale = stale or any(r[FLAGS] & FLAG_GAP for r in rows)
+                status = "out_of_stock" if atp <= 0 else "low_stock" if atp <= 5 else "in_stock"
+                item.update(atp=atp, available=atp >= qty, status=status)
+            want_items.append(item)
+        assert got == {"items": want_items, "stale": stale}
