@@ -95,7 +95,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         embedded=embedded,
     )
     if settings.erp_url:
-        svc.transport = HttpTransport(settings.erp_url, settings.erp_timeout)
+        svc.transport = HttpTransport(settings.erp_url, settings.erp_timeout, settings.erp_token)
         svc.gateway = Gateway(
             store, cache, svc.transport, settings, metrics, svc.ingest, clock=clock
         )
@@ -103,7 +103,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         svc.feed = Feed(
             settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_group, svc.ingest,
             metrics, lag_bound=settings.kafka_lag_bound,
-            unreachable_after=settings.kafka_unreachable_after,
+            unreachable_after=settings.kafka_unreachable_after, security=settings.kafka_security,
         )  # fmt: skip
     svc.status = Status(store.client, settings, tailer, cache, svc.feed, svc.gateway, metrics)
     app = web.Application(client_max_size=MAX_BODY)

@@ -3,7 +3,9 @@
 closed: calls flow; ``threshold`` consecutive transient failures open it.
 open: no calls until ``cooldown`` has passed (doubling on each failed probe, up to ``cap``).
 half-open: exactly one probe call; its success closes the breaker, its failure reopens it.
-Only transient failures count (timeouts, connection errors, 5xx); a 409 or 429 is an answer.
+Only transient failures count (timeouts, connection errors, 5xx, and the 4xx that are about the
+call rather than the reservation: ``erp.ABOUT_THE_CALL``, a refused credential among them); a
+409 or 429 is an answer.
 """
 
 from __future__ import annotations

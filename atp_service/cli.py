@@ -16,6 +16,7 @@ from aiohttp import web
 from . import keytool, loader, ops_cli
 from .app import create_app
 from .config import ConfigError, Settings
+from .embedded import EmbeddedRedisError
 from .erpsim import config as erpsim_config
 from .erpsim import launch as erpsim_launch
 from .http.server import ProblemRunner
@@ -106,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"atp-service: configuration error: ATP_TLS_CERT/ATP_TLS_KEY: {exc}",
                   file=sys.stderr)  # fmt: skip
             return 2
-        uvloop.run(_serve(settings, tls))
+        try:
+            uvloop.run(_serve(settings, tls))
+        except EmbeddedRedisError as exc:  # its data directory taken, no redis-server, ...
+            print(f"atp-service: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

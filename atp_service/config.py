@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SCOPES = frozenset({"availability:read", "reservations:write", "events:write", "admin"})
 PRIORITIES = ("checkout", "sales", "background")
@@ -34,6 +36,93 @@ class ApiKey:
         return scope in self.scopes
 
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How every Kafka client of ours connects (the service's consumer and DLQ producer, the
+    DLQ replay tool, the ERP simulator's producer): TLS and SASL as managed Kafka services
+    (Confluent Cloud, MSK, Aiven, Event Hubs) ask for them. The password is never shown."""
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    cafile: Path | None = None  # unset: the system's trusted CAs
+    certfile: Path | None = None  # client certificate (mutual TLS), with keyfile
+    keyfile: Path | None = None
+
+    @classmethod
+    def from_env(cls, get: Callable[[str], str | None]) -> KafkaSecurity:
+        """``ATP_KAFKA_SECURITY_PROTOCOL``, ``ATP_KAFKA_SASL_{MECHANISM,USERNAME,PASSWORD}``
+        and ``ATP_KAFKA_SSL_{CAFILE,CERTFILE,KEYFILE}``, checked together so a setting that
+        would be silently ignored, or a missing file, fails at start-up."""
+        protocol = _choice(
+            "ATP_KAFKA_SECURITY_PROTOCOL",
+            (get("ATP_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
+            "PLAINTEXT",
+            KAFKA_PROTOCOLS,
+        )
+        sasl = protocol.startswith("SASL_")
+        tls = protocol.endswith("SSL")
+        mechanism, user, password = (
+            get("ATP_KAFKA_SASL_MECHANISM"),
+            get("ATP_KAFKA_SASL_USERNAME"),
+            get("ATP_KAFKA_SASL_PASSWORD"),
+        )
+        files = {
+            "ATP_KAFKA_SSL_CAFILE": get("ATP_KAFKA_SSL_CAFILE"),
+            "ATP_KAFKA_SSL_CERTFILE": get("ATP_KAFKA_SSL_CERTFILE"),
+            "ATP_KAFKA_SSL_KEYFILE": get("ATP_KAFKA_SSL_KEYFILE"),
+        }
+        if not sasl and (mechanism or user or password):
+            raise ConfigError(
+                "ATP_KAFKA_SASL_* is set but ATP_KAFKA_SECURITY_PROTOCOL is "
+                f"{protocol}: use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        if not tls and any(files.values()):
+            raise ConfigError(
+                f"ATP_KAFKA_SSL_* is set but ATP_KAFKA_SECURITY_PROTOCOL is {protocol}: "
+                "use SSL or SASL_SSL"
+            )
+        if sasl:
+            mechanism = _choice(
+                "ATP_KAFKA_SASL_MECHANISM", (mechanism or "PLAIN").upper(), "PLAIN",
+                KAFKA_MECHANISMS,
+            )  # fmt: skip
+            if not user or not password:
+                raise ConfigError(
+                    f"ATP_KAFKA_SECURITY_PROTOCOL={protocol} needs ATP_KAFKA_SASL_USERNAME "
+                    "and ATP_KAFKA_SASL_PASSWORD"
+                )
+        cert, key = files["ATP_KAFKA_SSL_CERTFILE"], files["ATP_KAFKA_SSL_KEYFILE"]
+        if (cert is None) != (key is None):
+            raise ConfigError(
+                "ATP_KAFKA_SSL_CERTFILE and ATP_KAFKA_SSL_KEYFILE go together: set both or neither"
+            )
+        paths = {name: _readable(name, raw) for name, raw in files.items()}
+        return cls(
+            protocol, mechanism, user, password, paths["ATP_KAFKA_SSL_CAFILE"],
+            paths["ATP_KAFKA_SSL_CERTFILE"], paths["ATP_KAFKA_SSL_KEYFILE"],
+        )  # fmt: skip
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's consumer, producer and admin clients."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol.endswith("SSL"):
+            context = ssl.create_default_context(cafile=self.cafile)
+            if self.certfile is not None:
+                context.load_cert_chain(self.certfile, self.keyfile)
+            options["ssl_context"] = context
+        if self.protocol.startswith("SASL_"):
+            options["sasl_mechanism"] = self.mechanism
+            options["sasl_plain_username"] = self.username
+            options["sasl_plain_password"] = self.password
+        return options
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     http_host: str = "127.0.0.1"
@@ -44,9 +133,12 @@ class Settings:
     kafka_bootstrap: str | None = None
     kafka_topic: str = "erp.inventory.v1"
     kafka_group: str = "atp-service"
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     erp_url: str | None = None
     erp_rate: float = 50.0
     erp_timeout: float = 5.0
+    # Sent as "Authorization: Bearer <token>" on every ERP call (unset: no header).
+    erp_token: str | None = field(default=None, repr=False)
     # Queue budgets: seconds of ERP calls (at erp_rate) that may wait ahead of a new
     # reservation of each priority before it is refused with 429; shrinking so the lowest
     # priority is refused first.
@@ -105,9 +197,11 @@ class Settings:
             kafka_bootstrap=get("ATP_KAFKA_BOOTSTRAP"),
             kafka_topic=get("ATP_KAFKA_TOPIC") or "erp.inventory.v1",
             kafka_group=get("ATP_KAFKA_GROUP") or "atp-service",
+            kafka_security=KafkaSecurity.from_env(get),
             erp_url=(get("ATP_ERP_URL") or "").rstrip("/") or None,
             erp_rate=_positive_float("ATP_ERP_RATE", get("ATP_ERP_RATE"), 50.0),
             erp_timeout=_positive_float("ATP_ERP_TIMEOUT", get("ATP_ERP_TIMEOUT"), 5.0),
+            erp_token=_token("ATP_ERP_TOKEN", get("ATP_ERP_TOKEN")),
             erp_budgets=_per_priority(
                 "ATP_ERP_BUDGETS", get("ATP_ERP_BUDGETS"), (120.0, 30.0, 10.0)
             ),
@@ -246,6 +340,17 @@ def _tls_file(name: str, raw: str | None, other: str | None) -> Path | None:
     a readable file, so a typo fails at start-up rather than at the first handshake."""
     if (raw is None) != (other is None):
         raise ConfigError("ATP_TLS_CERT and ATP_TLS_KEY go together: set both or neither")
+    return _readable(name, raw)
+
+
+def _token(name: str, raw: str | None) -> str | None:
+    """A bearer token: visible ASCII, no spaces (it goes into an HTTP header as is)."""
+    if raw is not None and not all("!" <= c <= "~" for c in raw):
+        raise ConfigError(f"{name} must be visible ASCII without spaces")
+    return raw
+
+
+def _readable(name: str, raw: str | None) -> Path | None:
     if raw is None:
         return None
     path = Path(raw)

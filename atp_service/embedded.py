@@ -4,8 +4,13 @@ It listens on a unix socket only (no TCP port to collide with or to expose), kee
 append-only file under ``ATP_DATA_DIR`` (``appendfsync everysec`` by default: a reply is only
 sent after the write reached the AOF file, so an acknowledged reservation survives ``kill -9``
 of the service and of Redis; ``always`` also survives power loss), and is told by the kernel
-(PR_SET_PDEATHSIG) to shut down cleanly if this process dies, even by ``kill -9``. A leftover
-server from an earlier run (its pid file) is shut down before a new one starts, so two servers
+(PR_SET_PDEATHSIG) to shut down cleanly if this process dies, even by ``kill -9``.
+
+One process owns a data directory: it holds an exclusive ``flock`` on ``ATP_DATA_DIR/lock``
+for its lifetime (the kernel drops it when the process dies, ``kill -9`` included). A second
+``serve`` on the same directory stops at start with a clear error instead of taking over the
+first one's redis-server from under it. With the lock held, a leftover server from an earlier
+run (its pid file: its owner is dead) is shut down before a new one starts, so two servers
 never write one AOF.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -53,7 +59,9 @@ class EmbeddedRedis:
         self.fsync = fsync
         self.socket = self.data_dir / "redis.sock"
         self.pidfile = self.data_dir / "redis.pid"
+        self.lockfile = self.data_dir / "lock"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._lock: int | None = None  # the fd holding the flock (not inherited by children)
 
     @property
     def url(self) -> str:
@@ -71,8 +79,30 @@ class EmbeddedRedis:
                 os.kill(pid, 0)
                 time.sleep(0.05)
 
+    def _take_lock(self) -> None:
+        fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise EmbeddedRedisError(
+                f"{self.data_dir} is in use by another atp-service (pid {owner}): the embedded "
+                "Redis serves one process. Stop that one, give this one another ATP_DATA_DIR, "
+                "or run replicas on a shared Redis (ATP_REDIS_URL)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the fd drops the flock
+            self._lock = None
+
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
         self._stop_leftover()
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
@@ -114,10 +144,13 @@ class EmbeddedRedis:
             await client.aclose()
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)  # redis flushes the AOF on SIGTERM
         try:
-            await asyncio.to_thread(self.proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+            if self.proc is None or self.proc.poll() is not None:
+                return
+            self.proc.send_signal(signal.SIGTERM)  # redis flushes the AOF on SIGTERM
+            try:
+                await asyncio.to_thread(self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        finally:
+            self._release_lock()

@@ -32,18 +32,21 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.session: aiohttp.ClientSession | None = None
+        # ATP_ERP_TOKEN: on every call, as a session default header (never logged).
+        self.auth = {"Authorization": f"Bearer {token}"} if token else None
 
     async def send(
         self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]
     ) -> Reply:
         if self.session is None:
             self.session = aiohttp.ClientSession(
-                timeout=self.timeout, json_serialize=lambda o: orjson.dumps(o).decode()
-            )
+                timeout=self.timeout, json_serialize=lambda o: orjson.dumps(o).decode(),
+                headers=self.auth,
+            )  # fmt: skip
         try:
             async with self.session.request(
                 method, self.base_url + path, json=body, headers=headers
@@ -71,6 +74,13 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: treated as no hint
 
 
+# 4xx answers about the call, not about the reservation: our credential refused (401, 403;
+# a rotated ATP_ERP_TOKEN), a proxy's login (407), the request timed out (408), sent too early
+# (425). Retried with backoff and counted by the breaker, like a 5xx: taking them as the
+# contract's "other 4xx = permanent refusal" would reject every reservation (and drop every
+# cancel) for as long as the credential is wrong. A refusal of the reservation itself is 409.
+ABOUT_THE_CALL = frozenset({401, 403, 407, 408, 425})
+
 Kind = Literal["confirmed", "rejected", "retry", "done", "throttled"]
 
 
@@ -87,7 +97,7 @@ def classify(entry: str, reply: Reply, lines: list[dict[str, Any]] | None = None
     if entry.startswith("r:") and not lines:
         raise ValueError("a reserve reply is classified against the lines that were sent")
     status = reply.status
-    if status == 0 or status >= 500:
+    if status == 0 or status >= 500 or status in ABOUT_THE_CALL:
         return Outcome("retry", transient=True)
     if status == 429:
         return Outcome("throttled", reply.retry_after if reply.retry_after is not None else 1.0)

@@ -27,6 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from .config import KafkaSecurity
 from .errors import Unavailable
 from .ingest import Ingest, Prepared
 from .metrics import Metrics
@@ -37,6 +38,9 @@ log = logging.getLogger("atp.feed")
 BATCH = 500  # records per fetch (aiokafka parses them all in one step)
 CHUNK = 100  # records per apply: keeps each step short so lookups are never held up
 DEPTH = 4  # apply calls in flight on the lane: Redis runs one while the next is decoded
+# A connection the broker never completes (TLS spoken to a plaintext listener waits for bytes
+# that never come) fails after this long, with a reason, instead of hanging the feed.
+START_TIMEOUT = 10.0
 COMMIT_EVERY = 0.2  # seconds between offset commits while busy (at once when idle)
 
 
@@ -61,8 +65,10 @@ class Feed:
         lag_bound: int = 10_000,
         unreachable_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security or KafkaSecurity()
         self.topic = topic
         self.dlq_topic = topic + ".dlq"
         self.group = group
@@ -73,6 +79,9 @@ class Feed:
         self.clock = clock
         self.lag = 0
         self.joined = False
+        # Why the last connection failed (a refused SASL login, an untrusted certificate, the
+        # broker away), for /v1/status; None once a connection has started since.
+        self.last_error: str | None = None
         self.broker_ok_at = 0.0
         self.newest_ms = 0  # Kafka timestamp of the newest applied record
         self.consumer: AIOKafkaConsumer | None = None
@@ -97,13 +106,23 @@ class Feed:
         backoff = 0.5
         while True:
             try:
-                await self._start()
+                try:
+                    await asyncio.wait_for(self._start(), START_TIMEOUT)
+                except TimeoutError:
+                    raise KafkaError(
+                        f"the broker did not complete the connection in {START_TIMEOUT:g} s "
+                        "(a TLS or SASL setting it does not speak?)"
+                    ) from None
                 backoff = 0.5
                 await asyncio.gather(self._consume(), self._watch())
             except asyncio.CancelledError:
                 raise
             except KafkaError as exc:
-                log.warning("kafka feed interrupted: %s", exc.__class__.__name__)
+                self.last_error = f"{exc.__class__.__name__}: {exc}"[:300]
+                log.warning("kafka feed interrupted: %s", self.last_error)
+            except Exception as exc:  # a TLS handshake refused, say: retried, never fatal
+                self.last_error = f"{exc.__class__.__name__}: {exc}"[:300]
+                log.exception("kafka feed failed; retrying")
             finally:
                 await self._stop()
             self.joined = False
@@ -111,11 +130,13 @@ class Feed:
             backoff = min(backoff * 2, 5.0)
 
     async def _start(self) -> None:
+        options = self.security.client_options()
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, enable_idempotence=False, acks="all"
+            bootstrap_servers=self.bootstrap, enable_idempotence=False, acks="all", **options
         )
         self.consumer = AIOKafkaConsumer(
             self.topic,
+            **options,
             bootstrap_servers=self.bootstrap,
             group_id=self.group,
             enable_auto_commit=False,
@@ -125,6 +146,7 @@ class Feed:
         )
         await self.producer.start()
         await self.consumer.start()
+        self.last_error = None
         self.broker_ok_at = self.clock()
 
     async def _stop(self) -> None:

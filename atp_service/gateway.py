@@ -8,7 +8,9 @@ and the entry goes back to its queue. The reply is recorded with ``erp_outcome.l
 Failures: 429 re-queues the entry after Retry-After and pauses every replica for that long,
 and widens this replica's spacing until calls are answered again (:class:`Spacing`);
 timeouts, connection errors and 5xx re-queue it with exponential backoff and jitter and count
-towards the circuit breaker; any other 4xx is a permanent refusal (``rejected``).
+towards the circuit breaker, and so do 401/403/407/408/425 (``erp.ABOUT_THE_CALL``: a refused
+ATP_ERP_TOKEN must not reject every reservation); any other 4xx is a permanent refusal
+(``rejected``).
 Nothing is dropped: an entry leaves the outbox only with a final answer.
 Entries: ``r:<id>`` POST the reservation, ``c:<id>`` DELETE it (release after the ERP may have
 allocated it), ``g:<sku|loc>`` GET the key's inventory to heal a gap in its event seq.

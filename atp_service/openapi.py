@@ -220,7 +220,7 @@ EX_STATUS: Json = {
                 "uptime_seconds": 7500.2},
     "cache": {"keys": 125000, "ready": True, "fresh": True, "age_seconds": 0.12},
     "feed": {"topic": "erp.inventory.v1", "lag": 3, "joined": True, "event_age_seconds": 0.4,
-             "broker_reachable": True},
+             "broker_reachable": True, "last_error": None},
     "erp": {"mode": "erp", "rate": 50.0, "breaker": "closed",
             "queues": {"checkout": EX_STATUS_QUEUE, "sales": {"length": 40, "oldest_seconds": 2.5},
                        "background": {"length": 0, "oldest_seconds": 0.0}},
@@ -684,8 +684,14 @@ def _status_schemas() -> Json:
                 "broker_reachable": _bool(
                     "The broker answered within ATP_KAFKA_UNREACHABLE_AFTER.", True
                 ),
+                "last_error": _str(
+                    "Why the consumer's last connection failed (a refused SASL login, an "
+                    "untrusted certificate, the broker away); null once one has started since.",
+                    "KafkaConnectionError: Unable to bootstrap from [('10.0.0.7', 9093)]",
+                    nullable=True,
+                ),
             },
-            ["topic", "lag", "joined", "event_age_seconds", "broker_reachable"],
+            ["topic", "lag", "joined", "event_age_seconds", "broker_reachable", "last_error"],
             EX_STATUS["feed"],
             nullable=True,
         ),

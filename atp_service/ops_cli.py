@@ -456,9 +456,11 @@ async def replay_dlq(
     if not settings.kafka_bootstrap:
         raise OpsError("set ATP_KAFKA_BOOTSTRAP (and ATP_KAFKA_TOPIC) to reach the broker")
     topic, dlq = settings.kafka_topic, settings.kafka_topic + ".dlq"
+    options = settings.kafka_security.client_options()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
-    )
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+        **options,
+    )  # fmt: skip
     producer = None
     try:
         await consumer.start()
@@ -502,8 +504,9 @@ async def replay_dlq(
             raise OpsError(f"read only {bar.done} of {total}+ records in {read_for:g} s")
         if apply and good:
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=False, acks="all"
-            )
+                bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=False, acks="all",
+                **options,
+            )  # fmt: skip
             await producer.start()
             bar = progress(len(good), f"publishing to {topic}")
             for key, value, origin in good:

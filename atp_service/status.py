@@ -190,6 +190,7 @@ class Status:
             "joined": feed.joined,
             "event_age_seconds": None if age is None else round(max(0.0, age), 3),
             "broker_reachable": feed.clock() - feed.broker_ok_at <= feed.unreachable_after,
+            "last_error": feed.last_error,
         }
 
     async def summary(self) -> dict[str, Any]:

@@ -13,7 +13,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from atp_service.app import create_app
 from atp_service.config import Settings
 
+from .kafka import Broker
 from .procs import KEYS, ErpSimProc, RedisProc, ServiceProc
+
+KAFKA_TOPIC = "erp.inventory.v1"  # the contract's default topic, as the Kafka tests use it
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    """A real Kafka-protocol broker (tests/kafka.py) with the topic and its DLQ."""
+    b = Broker(tmp_path / "broker.log").start()
+    await b.create_topic(KAFKA_TOPIC, 4)
+    await b.create_topic(KAFKA_TOPIC + ".dlq", 1)
+    yield b
+    b.stop()
 
 
 @pytest.fixture

@@ -402,6 +402,30 @@ async def test_rate_limit_429_with_retry_after(make_sim: MakeSim) -> None:
     assert await (await client.get("/admin/calls")).json() == []
 
 
+async def test_a_token_is_required_of_every_erp_call_when_set(make_sim: MakeSim) -> None:
+    client = await make_sim(cfg(token="erp-secret"))
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "erp-secret"}):
+        for call in (
+            client.get(f"/inventory/{A[0]}/{A[1]}", headers=headers),
+            client.post("/reservations", json=body("r1", (*A, 1)),
+                        headers={"Idempotency-Key": "r1", **headers}),
+            client.delete("/reservations/r1", headers=headers),
+        ):  # fmt: skip
+            r = await call
+            assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+            assert (await r.json())["status"] == "unauthorized"
+    good = {"Authorization": "Bearer erp-secret"}
+    r = await client.post("/reservations", json=body("r1", (*A, 1)),
+                          headers={"Idempotency-Key": "r1", **good})  # fmt: skip
+    assert r.status == 200
+    assert (await client.get(f"/inventory/{A[0]}/{A[1]}", headers=good)).status == 200
+    ledger = await (await client.get("/admin/ledger")).json()  # nothing refused took effect
+    assert list(ledger["reservations"]) == ["r1"]
+    stats = await (await client.get("/admin/calls/stats")).json()
+    assert stats["by_status"] == {"401": 9, "200": 2}  # every call recorded and counted
+    assert "erp-secret" not in repr(cfg(token="erp-secret"))
+
+
 async def test_outage_error_rate_and_reject_all(make_sim: MakeSim) -> None:
     client = await make_sim()
     assert (await reserve(client, "before", (*A, 1))).status == 200

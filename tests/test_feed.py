@@ -8,11 +8,9 @@ import random
 import struct
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
@@ -24,15 +22,6 @@ from .procs import ADMIN, RedisProc, ServiceProc
 from .test_inventory import truthful_log
 
 TOPIC = "erp.inventory.v1"
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> Any:
-    b = Broker(tmp_path / "broker.log").start()
-    await b.create_topic(TOPIC, 4)
-    await b.create_topic(TOPIC + ".dlq", 1)
-    yield b
-    b.stop()
 
 
 def feed_env(redis_proc: RedisProc, broker: Broker, **extra: str) -> dict[str, str]:

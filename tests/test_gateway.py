@@ -28,7 +28,8 @@ async def admin(http: aiohttp.ClientSession, erp: ErpSimProc, method: str, path:
 
 async def start_stack(
     http: aiohttp.ClientSession, sims: list[ErpSimProc], services: Any, tmp_path: Path,
-    replicas: int, rate: float, erp_rate: float = 1000, on_hand: int = 1000, **env: str,
+    replicas: int, rate: float, erp_rate: float = 1000, on_hand: int = 1000,
+    erp_args: tuple[str, ...] = (), **env: str,
 ) -> tuple[ErpSimProc, list[ServiceProc]]:  # fmt: skip
     """Replicas pointed at the ERP simulator, which publishes its events to replica 0."""
     erp = ErpSimProc([], log=tmp_path / f"erp-{len(sims)}.log")
@@ -36,7 +37,7 @@ async def start_stack(
     svcs = [services(**svc_env) for _ in range(replicas)]
     erp.args = ["--rate", str(erp_rate), "--burst", "1", "--latency-ms", "5",
                 "--latency-p99-ms", "20", "--publish-url", svcs[0].url,
-                "--publish-key", "test-admin"]  # fmt: skip
+                "--publish-key", "test-admin", *erp_args]  # fmt: skip
     sims.append(erp.start())
     stock = [{"sku": s, "location": "DC1", "on_hand": on_hand} for s in SKUS]
     await admin(http, erp, "POST", "/admin/stock", {"items": stock})
@@ -196,6 +197,37 @@ async def test_erp_rejection_returns_the_stock(
     async with redis.from_url(redis_proc.url) as client:  # finished: kept for the retention
         assert await _ttl_set(client, "atp:res:x1")
     await assert_erp_consistent(http, erp, [])
+
+
+async def test_a_refused_erp_token_holds_reservations_until_the_right_one_confirms_them(
+    services, http, tmp_path: Path, erp_sims: list[ErpSimProc]
+) -> None:  # type: ignore[no-untyped-def]
+    """The ERP rotated its token: its 401s must not reject the reservations taken meanwhile
+    (nor return their stock); restarted with the new ATP_ERP_TOKEN, the service confirms
+    each exactly once."""
+    erp, (svc,) = await start_stack(http, erp_sims, services, tmp_path, replicas=1, rate=50,
+                                    on_hand=10, erp_args=("--token", "new-token"),
+                                    ATP_ERP_TOKEN="old-token")  # fmt: skip
+    ids = [f"t{i}" for i in range(4)]
+    for rid in ids:
+        status, body = await reserve(http, svc, rid, line(0, qty=2))
+        assert status == 201 and body["status"] == "held", body
+    await wait_for(lambda: _answered(http, erp, "401", 5), 20)  # 5 failures open the breaker
+    assert set((await statuses(http, svc, ids)).values()) == {"held"}
+    async with http.get(f"{svc.url}/v1/availability/{SKUS[0]}", headers=ADMIN) as r:
+        assert (await r.json())["total_atp"] == 10 - 8  # the stock stays held
+    async with http.get(f"{svc.url}/v1/status", headers=ADMIN) as r:
+        assert (await r.json())["erp"]["breaker"] != "closed"  # 401s count as failures
+    svc.stop()
+    fixed = services(**{**svc.env, "ATP_ERP_TOKEN": "new-token"})
+    await wait_for(lambda: all_status(http, fixed, ids, "confirmed"), 40, 0.5)
+    ledger = await assert_erp_consistent(http, erp, ids)  # each allocated exactly once
+    assert {k["sku"]: k["allocated"] for k in ledger["keys"]}[SKUS[0]] == 8
+
+
+async def _answered(http: aiohttp.ClientSession, erp: ErpSimProc, status: str, n: int) -> bool:
+    stats = await admin(http, erp, "GET", "/admin/calls/stats")
+    return int(stats["by_status"].get(status, 0)) >= n
 
 
 async def _ttl_set(client: Any, record: str) -> bool:

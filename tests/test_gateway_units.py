@@ -40,6 +40,18 @@ def test_classify_reserve_replies() -> None:
     assert classify("r:1", bad_seq, SENT).kind == "retry"
 
 
+def test_answers_about_the_call_are_retried_not_taken_as_a_refusal() -> None:
+    """401/403 (our credential refused), 407, 408 and 425 say nothing about the reservation:
+    retried and counted by the breaker, for reserves, cancels and resyncs alike; other 4xx
+    stay permanent for a reserve."""
+    for status in (401, 403, 407, 408, 425):
+        for entry, sent in (("r:1", SENT), ("c:1", None), ("g:S|L", None)):
+            out = classify(entry, Reply(status, {"status": "unauthorized"}), sent)
+            assert out.kind == "retry" and out.transient, (status, entry)
+    for status in (400, 404, 410, 413, 422):
+        assert classify("r:1", Reply(status, None), SENT).kind == "rejected", status
+
+
 def test_classify_cancel_replies() -> None:
     assert classify("c:1", Reply(200, {})).kind == "done"
     assert classify("c:1", Reply(404, None)).kind == "done"

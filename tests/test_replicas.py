@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,39 @@ async def test_answered_reservations_survive_kill9_of_service_and_redis(
             assert r.status == 200
             assert (await r.json())["status"] == "confirmed"
     assert await atp(http, again, "K") == 1000 - 2 * 60
+
+
+async def test_a_second_service_on_the_same_data_dir_stops_and_the_first_serves_on(
+    tmp_path: Path, http
+) -> None:  # type: ignore[no-untyped-def]
+    """The embedded Redis serves one process: a second ``serve`` on its ATP_DATA_DIR exits 2
+    naming the owner, without touching the first one's redis-server (which it used to stop
+    as a leftover); once the first is killed, the directory is free again."""
+    env = {"ATP_DATA_DIR": str(tmp_path / "data"), "ATP_REDIS_URL": ""}
+    first = ServiceProc(env, log=tmp_path / "first.log").start()
+    try:
+        await push(http, first, snapshot("K", "DC1", 1, 100))
+        redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
+        second = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "atp_service.cli", "serve"],
+            env={**os.environ, **env, "ATP_HTTP_PORT": "0", "ATP_API_KEYS": "k:*"},
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 2, second.stderr
+        assert first.proc is not None
+        assert f"in use by another atp-service (pid {first.proc.pid})".encode() in second.stderr
+        os.kill(redis_pid, 0)  # the first one's Redis untouched (raises if it is gone)
+        status, body = await reserve(http, first, "after", [{"sku": "K", "location": "DC1",
+                                                               "qty": 3}])  # fmt: skip
+        assert status == 201, body
+        first.kill9()
+        again = ServiceProc(env, log=tmp_path / "again.log").start()  # the lock died with it
+        try:
+            assert await atp(http, again, "K") == 97
+        finally:
+            again.stop()
+    finally:
+        first.stop()
 
 
 async def test_embedded_mode_survives_kill9(tmp_path: Path, http) -> None:  # type: ignore[no-untyped-def]

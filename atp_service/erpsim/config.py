@@ -14,10 +14,11 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError, KafkaSecurity
 from .faults import Latency
 
 MAX_KEYS = 10_000_000
@@ -48,7 +49,11 @@ class SimConfig:
     publish_batch: int = 500
     publish_linger_ms: float = 20.0
     kafka_bootstrap: str | None = None
+    token: str | None = field(default=None, repr=False)
     kafka_topic: str = "erp.inventory.v1"
+    # TLS / SASL towards the broker: the service's own ATP_KAFKA_SECURITY_PROTOCOL,
+    # ATP_KAFKA_SASL_* and ATP_KAFKA_SSL_* variables (the simulator feeds the same cluster).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     random_seed: int | None = None
     max_events: int = 1_000_000
     max_calls: int = 1_000_000
@@ -170,6 +175,7 @@ OPTIONS = (
     _Option("publish_key", _text, "SECRET", "bearer key (events:write) for --publish-url"),
     _Option("publish_batch", _size, "N", "events per batch at most (HTTP and Kafka)"),
     _Option("publish_linger_ms", _number, "MS", "longest wait to fill a batch"),
+    _Option("token", _text, "SECRET", "bearer token every ERP call must carry (401 without)"),
     _Option("kafka_bootstrap", _text, "HOST:PORT", "Kafka bootstrap servers to produce to"),
     _Option("kafka_topic", _text, "TOPIC", "Kafka topic for inventory events"),
     _Option("random_seed", _count, "N", "seed for latency, faults and activity (reproducible)"),
@@ -216,6 +222,13 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         explicit.add(option.field)
     if "latency_ms" in values and "latency_p99_ms" not in values:
         values["latency_p99_ms"] = values["latency_ms"] * 4  # the default shape (20 / 80)
+    if "kafka_bootstrap" in values:
+        try:
+            values["kafka_security"] = KafkaSecurity.from_env(
+                lambda name: source.get(name, "").strip() or None
+            )
+        except ConfigError as exc:
+            raise SimConfigError(str(exc)) from None
     catalogue = values.pop("catalogue", None)
     if catalogue is not None:
         if explicit & {"skus", "locations"}:

@@ -27,6 +27,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from ..config import KafkaSecurity
 from .events import Event
 
 log = logging.getLogger("atp.erpsim.publisher")
@@ -254,10 +255,12 @@ class KafkaSink(Sink):
         bootstrap: str,
         topic: str,
         producer_factory: Callable[[], Any] | None = None,
+        security: KafkaSecurity | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._bootstrap = bootstrap
+        self._security = security or KafkaSecurity()
         self._topic = topic
         self._factory = producer_factory or self._producer
         self._producer_instance: Any = None
@@ -276,6 +279,7 @@ class KafkaSink(Sink):
             max_batch_size=KAFKA_BATCH_BYTES,
             request_timeout_ms=30_000,
             retry_backoff_ms=200,
+            **self._security.client_options(),
         )
 
     async def _open(self) -> None:

@@ -1,7 +1,8 @@
 """The simulated ERP's HTTP API (contract.md s4) and the app factory.
 
 Every call to the three ERP endpoints goes through the same gate, in this order: recorded,
-rate-limited (429 + ``Retry-After``), outage (503 at once), hang, latency, error rate (503),
+rate-limited (429 + ``Retry-After``), authenticated when ``--token`` is set (401), outage (503
+at once), hang, latency, error rate (503),
 then the endpoint itself, then ``hang_after_apply``. Bodies are JSON; every answer carries a
 ``status`` and, when refused, a ``reason``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -161,6 +163,12 @@ async def _gate(
     if wait > 0:
         headers = {"Retry-After": str(retry_after(wait))}
         return (429, {"status": "throttled"}, "throttled"), headers
+    token = sim.config.token
+    if token is not None and not hmac.compare_digest(
+        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
+    ):
+        answer = _refusal(401, "unauthorized", "missing or wrong bearer token")
+        return answer, {"WWW-Authenticate": 'Bearer realm="erp"'}
     faults = sim.faults
     if faults.outage:
         return _refusal(503, "unavailable", "simulated outage"), None

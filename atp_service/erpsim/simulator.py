@@ -151,6 +151,12 @@ def configured_sinks(config: SimConfig) -> list[Sink]:
         )
     if config.kafka_bootstrap is not None:
         sinks.append(
-            KafkaSink(config.kafka_bootstrap, config.kafka_topic, batch_size=batch, linger=linger)
+            KafkaSink(
+                config.kafka_bootstrap,
+                config.kafka_topic,
+                batch_size=batch,
+                linger=linger,
+                security=config.kafka_security,
+            )
         )
     return sinks

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,15 +21,6 @@ from ..procs import RedisProc, snapshot
 from ..test_feed import TOPIC, feed_env, noisy_history, state_matches
 from .load import Seen, lookups
 from .report import FaultRecord
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> Any:
-    b = Broker(tmp_path / "broker.log").start()
-    await b.create_topic(TOPIC, 4)
-    await b.create_topic(TOPIC + ".dlq", 1)
-    yield b
-    b.stop()
 
 
 async def _fresh(http: aiohttp.ClientSession, svc: Any, sku: str, timeout: float) -> None:
