@@ -21,7 +21,7 @@ from atp_service.config import Settings
 
 from .kafka import Broker
 from .procs import ADMIN, RedisProc, ServiceProc, adjustment, snapshot
-from .test_feed import TOPIC, broker  # noqa: F401  (the broker fixture)
+from .test_feed import TOPIC
 
 
 @pytest.fixture(autouse=True)
@@ -247,7 +247,7 @@ async def _topic_records(b: Broker, topic: str, n: int, timeout: float = 15) -> 
     return out
 
 
-async def test_replay_dlq_dry_run_then_apply(broker: Broker) -> None:  # noqa: F811
+async def test_replay_dlq_dry_run_then_apply(broker: Broker) -> None:
     good = snapshot("S7", "DC1", 3, 12)
     bad = {**snapshot("S7", "DC1", 4, 1), "on_hand": -1}
     await broker.produce(TOPIC + ".dlq", [good, bad], raw=[b"{not json"])
