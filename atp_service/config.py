@@ -54,6 +54,14 @@ class KafkaSecurity:
     certfile: Path | None = None  # client certificate (mutual TLS), with keyfile
     keyfile: Path | None = None
 
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol.endswith("SSL")
+
     @classmethod
     def from_env(cls, get: Callable[[str], str | None]) -> KafkaSecurity:
         """``ATP_KAFKA_SECURITY_PROTOCOL``, ``ATP_KAFKA_SASL_{MECHANISM,USERNAME,PASSWORD}``
@@ -65,8 +73,8 @@ class KafkaSecurity:
             "PLAINTEXT",
             KAFKA_PROTOCOLS,
         )
-        sasl = protocol.startswith("SASL_")
-        tls = protocol.endswith("SSL")
+        wanted = cls(protocol)  # what the protocol asks for; the rest is checked against it
+        sasl, tls = wanted.sasl, wanted.tls
         mechanism, user, password = (
             get("ATP_KAFKA_SASL_MECHANISM"),
             get("ATP_KAFKA_SASL_USERNAME"),
@@ -111,12 +119,12 @@ class KafkaSecurity:
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka's consumer, producer and admin clients."""
         options: dict[str, Any] = {"security_protocol": self.protocol}
-        if self.protocol.endswith("SSL"):
+        if self.tls:
             context = ssl.create_default_context(cafile=self.cafile)
             if self.certfile is not None:
                 context.load_cert_chain(self.certfile, self.keyfile)
             options["ssl_context"] = context
-        if self.protocol.startswith("SASL_"):
+        if self.sasl:
             options["sasl_mechanism"] = self.mechanism
             options["sasl_plain_username"] = self.username
             options["sasl_plain_password"] = self.password

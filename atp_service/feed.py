@@ -117,12 +117,12 @@ class Feed:
                 await asyncio.gather(self._consume(), self._watch())
             except asyncio.CancelledError:
                 raise
-            except KafkaError as exc:
-                self.last_error = f"{exc.__class__.__name__}: {exc}"[:300]
-                log.warning("kafka feed interrupted: %s", self.last_error)
             except Exception as exc:  # a TLS handshake refused, say: retried, never fatal
                 self.last_error = f"{exc.__class__.__name__}: {exc}"[:300]
-                log.exception("kafka feed failed; retrying")
+                if isinstance(exc, KafkaError):
+                    log.warning("kafka feed interrupted: %s", self.last_error)
+                else:
+                    log.exception("kafka feed failed; retrying")
             finally:
                 await self._stop()
             self.joined = False
