@@ -498,7 +498,10 @@ class Procs:
         wait_ready: bool = True,
         extra_env: dict[str, str] | None = None,
         code_dir: Path | None = None,
+        python: str | None = None,
     ) -> Proc:
+        """``python``: the interpreter to run it on (default: this one); it needs the
+        service's dependencies installed."""
         port = free_port()
         env = {
             "ATP_REDIS_URL": redis_url,
@@ -508,7 +511,7 @@ class Procs:
             **(extra_env or {}),
         }
         code, cwd = code_env(code_dir)
-        cmd = [sys.executable, "-m", "atp_service.cli", "serve"]
+        cmd = [python or sys.executable, "-m", "atp_service.cli", "serve"]
         proc = self.spawn(name, cmd, env={**env, **code}, cpu=cpu, port=port, cwd=cwd)
         if wait_ready:
             wait_ready_http(proc, 60)

@@ -16,11 +16,13 @@ The server is pinned to one core (``taskset -c 0``); wrk and redis-server share 
     .venv/bin/python -m benchmarks.reserve           # default: ~2 minutes
     .venv/bin/python -m benchmarks.reserve --quick   # smoke run
     .venv/bin/python -m benchmarks.reserve --versus bb6daa1   # + our service at that commit
+    .venv/bin/python -m benchmarks.reserve --versus-python /tmp/other/bin/python  # + on it
 
 ``--versus REF`` adds a fourth implementation, "previous": ``atp-service`` as of git REF, run
 the same way and interleaved with the others, so a change is measured against what it
 replaces on the same machine in the same run (absolute figures on a shared box drift by 2x
-between days).
+between days). ``--versus-python EXE`` runs "previous" on that interpreter instead (alone:
+this code on another interpreter).
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def one_run(
             server = procs.service(
                 rp.url, cpu=server_cpu, extra_env={"ATP_LOG_LEVEL": "warning"},
                 code_dir=args.previous_dir if impl == "previous" else None,
+                python=args.versus_python if impl == "previous" else None,
             )  # fmt: skip
             seed_ours(url(server, ""), args.skus, args.locations)
         elif impl == "naive":
@@ -278,14 +281,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--versus", default=None, help="also run atp-service as of this git ref ('previous')"
     )
+    parser.add_argument(
+        "--versus-python", default=None, metavar="EXE",
+        help="run 'previous' on this interpreter (with --versus or alone: this code)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     use_ref(args.ref, args.code_dir)
-    impls = IMPLS
+    impls: tuple[str, ...] = IMPLS
     args.previous_dir = None
     if args.versus:
         args.previous_dir, previous_desc = export_ref(args.versus)
-        impls = (*IMPLS, "previous")
         log(f"previous: atp_service from {previous_desc}")
+    if args.versus_python:
+        log(f"previous: on {args.versus_python}")
+    if args.versus or args.versus_python:
+        impls = (*IMPLS, "previous")
+    previous = " on ".join(x for x in (args.versus, args.versus_python) if x)
     require_matplotlib()  # fail now, not after the run
     quick = args.quick
     duration = args.duration or (2.0 if quick else 10.0)
@@ -325,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s["ours_vs_naive"] = s["ours"]["rps"] / s["naive"]["rps"]
         s["ours_vs_ceiling"] = s["ours"]["rps"] / s["ceiling"]["rps"]
         s["naive_vs_ceiling"] = s["naive"]["rps"] / s["ceiling"]["rps"]
-        if args.versus:
+        if previous:
             s["ours_vs_previous"] = s["ours"]["rps"] / s["previous"]["rps"]
         summary.append(s)
 
@@ -357,11 +368,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 o["errors"] + n["errors"] == 0 and o["checks_ok"] and n["checks_ok"],
             ),
         ]
-        if args.versus:
+        if previous:
             p = s["previous"]
             targets.append(
                 Target(
-                    f"ours / previous ({args.versus}) throughput, c={s['c']}",
+                    f"ours / previous ({previous}) throughput, c={s['c']}",
                     "report",
                     f"{s['ours_vs_previous']:.2f}x ({p['rps']:,.0f}/s, "
                     f"{p['cpu_us']:.0f} CPU-µs/hold; errors {p['errors']}, checks "
@@ -374,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ours": "ours (atp-service)",
         "naive": "naive (1 EVALSHA / request)",
         "ceiling": "HTTP ceiling (no Redis)",
-        "previous": f"previous (atp-service at {args.versus})",
+        "previous": f"previous (atp-service, {previous})",
     }
     rows = [
         [
@@ -485,6 +496,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "client_cpu": client_cpu,
             "wrk_threads": 1,
             "versus": args.versus,
+            "versus_python": args.versus_python,
         },
         "summary": summary,
         "runs": runs,
