@@ -152,8 +152,8 @@ def _run_text(cmd: Sequence[str]) -> str:
 
 
 def _libpython_shared() -> bool:
-    """Whether this interpreter runs from a shared libpython (pyenv's and most source builds)
-    rather than one static executable (Debian's and Ubuntu's ``python3``)."""
+    """Whether this interpreter runs from a shared libpython (pyenv's builds, the official
+    Docker images) rather than one static executable (Debian's and Ubuntu's ``python3``)."""
     with open("/proc/self/maps") as f:
         return "libpython" in f.read()
 
@@ -162,8 +162,8 @@ def python_speed_ms(rounds: int = 5) -> float:
     """Milliseconds (best of ``rounds``) this interpreter takes for a fixed pure-Python load
     shaped like a request's work: JSON in and out, dict and str building, a %-format, a
     SHA-256. The services under test run on the same interpreter, so this tells how fast it
-    is: a build without PGO/LTO, or from a shared libpython, takes ~30% longer here (pyenv's
-    default build against Debian's python3.11 on one host), and so does our service."""
+    is: pyenv's default build (no PGO or LTO, shared libpython) took 29% longer than Debian's
+    python3.11 (static, PGO) on one host, and our service 10% more CPU per hold."""
     import hashlib
 
     import orjson
@@ -185,6 +185,16 @@ def python_speed_ms(rounds: int = 5) -> float:
         load()
         best = min(best, time.perf_counter() - started)
     return round(best * 1000, 1)
+
+
+def interpreter_speed_ms(python: str) -> float:
+    """:func:`python_speed_ms` of another interpreter (which has orjson installed)."""
+    code = "from benchmarks.common import python_speed_ms; print(python_speed_ms())"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env
+    )
+    return float(out.stdout.strip())
 
 
 def machine_facts() -> dict[str, Any]:

@@ -47,6 +47,7 @@ from .common import (
     export_ref,
     fmt_us,
     http_json,
+    interpreter_speed_ms,
     log,
     lua_script,
     machine_facts,
@@ -292,11 +293,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.versus:
         args.previous_dir, previous_desc = export_ref(args.versus)
         log(f"previous: atp_service from {previous_desc}")
+    args.versus_python_speed_ms = None
     if args.versus_python:
-        log(f"previous: on {args.versus_python}")
+        args.versus_python_speed_ms = interpreter_speed_ms(args.versus_python)
+        log(f"previous: on {args.versus_python} (speed index {args.versus_python_speed_ms} ms)")
     if args.versus or args.versus_python:
         impls = (*IMPLS, "previous")
     previous = " on ".join(x for x in (args.versus, args.versus_python) if x)
+    if args.versus_python:
+        previous += f" (speed index {args.versus_python_speed_ms} ms)"
     require_matplotlib()  # fail now, not after the run
     quick = args.quick
     duration = args.duration or (2.0 if quick else 10.0)
@@ -497,6 +502,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "wrk_threads": 1,
             "versus": args.versus,
             "versus_python": args.versus_python,
+            "versus_python_speed_ms": args.versus_python_speed_ms,
         },
         "summary": summary,
         "runs": runs,
