@@ -38,13 +38,15 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
 
 @pytest.fixture
 def services(redis_proc: RedisProc, tmp_path: Path) -> Iterator[Callable[..., ServiceProc]]:
-    """Factory: ``services(ATP_X="...")`` starts one more replica on the shared Redis."""
+    """Factory: ``services(ATP_X="...")`` starts one more replica on the shared Redis;
+    ``code=DIR`` runs the ``atp_service`` in DIR instead of this one."""
     started: list[ServiceProc] = []
 
-    def start(wait_ready: bool = True, **env: str) -> ServiceProc:
+    def start(wait_ready: bool = True, code: Path | None = None, **env: str) -> ServiceProc:
         proc = ServiceProc(
             {"ATP_REDIS_URL": redis_proc.url, "ATP_LOCATION_GROUPS": "EAST=DC1,ST1", **env},
             log=tmp_path / f"service-{len(started)}.log",
+            code=code,
         )
         started.append(proc)
         return proc.start(wait_ready)

@@ -113,6 +113,9 @@ class ServiceProc:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    # Run another copy of the package: a directory holding its atp_service/ (``python -m``
+    # puts the working directory first on sys.path).
+    code: Path | None = None
 
     @property
     def url(self) -> str:
@@ -123,9 +126,12 @@ class ServiceProc:
         env.setdefault("ATP_API_KEYS", KEYS)
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         try:
+            if self.code is not None:
+                env["PYTHONPATH"] = str(self.code)
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "atp_service.cli", "serve"], env=env, stdout=out, stderr=out
-            )
+                [sys.executable, "-m", "atp_service.cli", "serve"], env=env, stdout=out,
+                stderr=out, cwd=self.code,
+            )  # fmt: skip
         finally:
             if not isinstance(out, int):
                 out.close()  # the child keeps its own descriptor
