@@ -163,7 +163,8 @@ def python_speed_ms(rounds: int = 5) -> float:
     shaped like a request's work: JSON in and out, dict and str building, a %-format, a
     SHA-256. The services under test run on the same interpreter, so this tells how fast it
     is: pyenv's default build (no PGO or LTO, shared libpython) took 29% longer than Debian's
-    python3.11 (static, PGO) on one host; our service, less (README, Deploying)."""
+    python3.11 (static, PGO) on one host. How much of that reaches our service could not be
+    shown there (README, Deploying)."""
     import hashlib
 
     import orjson
