@@ -9,10 +9,19 @@ lock-free the same way (``LabelCounter``).
 
 from __future__ import annotations
 
+import platform
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -107,10 +116,26 @@ class _Live(Collector):
                 yield CounterMetricFamily(counter, doc, value=value)
 
 
+def package_version() -> str:
+    try:
+        return metadata.version("atp-service")
+    except metadata.PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown"
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The standard process_* (CPU seconds, resident memory, open fds...) and python_info
+        # families, computed at scrape time from /proc: nothing on the request path.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        # which version and interpreter each replica runs (1): two values during a rollout
+        self.build_info = Gauge(
+            "atp_build_info", "Running version (value 1)", ["version", "python"], registry=r
+        )
+        self.build_info.labels(package_version(), platform.python_version()).set(1)
         self.http = RouteHistogram()
         r.register(self.http)
         # reservation requests by priority and outcome (created, replayed, short, conflict, ...)

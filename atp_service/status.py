@@ -28,7 +28,6 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -38,7 +37,7 @@ from .cache import Cache
 from .config import PRIORITIES, Settings
 from .feed import Feed
 from .gateway import Gateway
-from .metrics import Metrics
+from .metrics import Metrics, package_version
 from .store import OUTBOX_KEYS
 from .tailer import Tailer
 
@@ -51,13 +50,6 @@ REPLICA = (
 BEAT_SECONDS = 2.0
 SEEN_SECONDS = 10.0
 TIMEOUT = 0.5  # seconds the summary waits for Redis
-
-
-def _version() -> str:
-    try:
-        return metadata.version("atp-service")
-    except metadata.PackageNotFoundError:  # running from a source tree that was not installed
-        return "unknown"
 
 
 def _iso(seconds: float) -> str:
@@ -98,7 +90,7 @@ class Status:
         self.clock = clock
         self.started_wall = wall()
         self.started = clock()
-        self.version = _version()
+        self.version = package_version()
         self.groups: Mapping[str, tuple[str, ...]] = settings.location_groups
         self.beats = 0
         self.roundtrip = 0.0  # seconds the last heartbeat's TIME call took
