@@ -413,11 +413,17 @@ class Proc:
         return proc_status_kb(self.pid, "VmRSS")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process so far (seconds)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process so far, in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (seconds)."""
+    return sum(cpu_times(pid))
 
 
 def proc_status_kb(pid: int | str, field_name: str) -> int:

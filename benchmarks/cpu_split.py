@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import secrets
 import shutil
 import tempfile
@@ -40,6 +39,7 @@ from .common import (
     Procs,
     Target,
     base_parser,
+    cpu_times,
     cpus,
     http_json,
     interpreter_speed_ms,
@@ -95,13 +95,11 @@ def parse_variant(spec: str) -> dict[str, Any]:
     return {"name": name, "python": python or None, "patch": patch or None}
 
 
-def stat(pid: int) -> tuple[int, int, int, int]:
-    """(utime ticks, stime ticks, read calls, write calls) of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
+def stat(pid: int) -> tuple[float, float, int, int]:
+    """(user seconds, system seconds, read calls, write calls) of a process so far."""
     with open(f"/proc/{pid}/io") as f:
         io = dict(line.split(": ") for line in f.read().splitlines())
-    return int(fields[11]), int(fields[12]), int(io["syscr"]), int(io["syscw"])
+    return *cpu_times(pid), int(io["syscr"]), int(io["syscw"])
 
 
 def one_run(variant: dict[str, Any], args: Any, rnd: int, nonce: str) -> dict[str, Any]:
@@ -143,18 +141,17 @@ def one_run(variant: dict[str, Any], args: Any, rnd: int, nonce: str) -> dict[st
         after, redis_after = stat(server.pid), stat(rp.proc.pid)
         server.check()
     n = max(res.requests, 1)
-    tick = os.sysconf("SC_CLK_TCK")
     row = {
         "variant": variant["name"],
         "round": rnd,
         "rps": res.rps,
         "errors": sum(res.errors.values()),
-        "user_us": (after[0] - before[0]) / tick / n * 1e6,
-        "sys_us": (after[1] - before[1]) / tick / n * 1e6,
+        "user_us": (after[0] - before[0]) / n * 1e6,
+        "sys_us": (after[1] - before[1]) / n * 1e6,
         "reads": (after[2] - before[2]) / n,
         "writes": (after[3] - before[3]) / n,
         "redis_us": (redis_after[0] + redis_after[1] - redis_before[0] - redis_before[1])
-        / tick / n * 1e6,
+        / n * 1e6,
     }  # fmt: skip
     log(
         f"{scenario} {variant['name']:10s} round {rnd}: {res.rps:,.0f}/s user "
