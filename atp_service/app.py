@@ -36,6 +36,7 @@ from .http.endpoint import (
     not_found,
 )
 from .http.reservations import Reservations
+from .http.server import HOT_ROUTES, HotRoutes
 from .http.ui import Ui
 from .ingest import Ingest
 from .ledger import Ledger
@@ -127,6 +128,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     return app
 
 
+# What checkout calls at peak: dispatched ahead of aiohttp's router (http/server.HotRoutes).
+HOT = frozenset({"availability.get", "availability.batch", "reservations.create"})
+
+
 def _routes(app: web.Application, svc: Service) -> None:
     auth = Auth(svc.settings.api_keys)
     access = AccessLog() if svc.settings.access_log else None
@@ -194,6 +199,7 @@ def _routes(app: web.Application, svc: Service) -> None:
         ("GET", "/metrics", "metrics", None, metrics),
         ("GET", "/openapi.json", "openapi", None, openapi),
     ]  # fmt: skip
+    hot = app[HOT_ROUTES] = HotRoutes()
     by_path: dict[str, list[tuple[str, str, str | None, RouteHandler]]] = {}
     for method, path, name, scope, handler in table:
         by_path.setdefault(path, []).append((method, name, scope, handler))
@@ -202,7 +208,9 @@ def _routes(app: web.Application, svc: Service) -> None:
         methods = {method for method, *_ in routes}
         for method, name, scope, handler in routes:
             wrapped = endpoint(name, scope, auth, svc.metrics, handler, access)
-            resource.add_route(method, wrapped)
+            route = resource.add_route(method, wrapped)
+            if name in HOT:
+                hot.add(method, path, route)
             if method == "GET":  # RFC 9110: HEAD wherever GET (aiohttp sends no body)
                 resource.add_route("HEAD", wrapped)
                 methods.add("HEAD")

@@ -68,6 +68,12 @@ PATCHES: dict[str, tuple[str, str, str]] = {
         "        await ready\n"
         "        return True, self._created_view(req, now)\n",
     ),
+    # Every request through aiohttp's router, none through http/server.HotRoutes.
+    "no-hot-routes": (
+        "app.py",
+        "                hot.add(method, path, route)\n",
+        "                pass\n",
+    ),
 }
 
 

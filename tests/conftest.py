@@ -12,11 +12,20 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from atp_service.app import create_app
 from atp_service.config import Settings
+from atp_service.http.server import ProblemRunner
 
 from .kafka import Broker
 from .procs import KEYS, ErpSimProc, RedisProc, ServiceProc
 
 KAFKA_TOPIC = "erp.inventory.v1"  # the contract's default topic, as the Kafka tests use it
+
+
+class ServiceServer(TestServer):
+    """aiohttp's test server with the runner ``atp-service serve`` uses (its problem answers
+    and hot routes), so in-process tests take the same request path as the real server."""
+
+    async def _make_runner(self, **kwargs: object) -> ProblemRunner:
+        return ProblemRunner(self.app, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -71,7 +80,7 @@ def settings_for(redis_url: str, **overrides: object) -> Settings:
 async def app_client(redis_proc: RedisProc) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     """The real app in this process (its own event loop), on a real Redis."""
     app = create_app(settings_for(redis_proc.url))
-    client = TestClient(TestServer(app))
+    client = TestClient(ServiceServer(app))
     await client.start_server()
     from atp_service.app import SERVICE
 

@@ -17,14 +17,14 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from atp_service import keys
 from atp_service.app import SERVICE, create_app
 from atp_service.errors import PROBLEM_BASE
 
-from .conftest import settings_for
+from .conftest import ServiceServer, settings_for
 from .procs import ADMIN, adjustment, snapshot
 
 PROBLEM = "application/problem+json"
@@ -320,7 +320,7 @@ CASES: list[Case] = [
 async def start_app(redis_url: str, **env: str) -> TestClient:  # type: ignore[type-arg]
     """The real app in this process on ``redis_url``, its cache warm."""
     app = create_app(settings_for(redis_url, **env))
-    client = TestClient(TestServer(app))
+    client = TestClient(ServiceServer(app))
     await client.start_server()
     tailer = app[SERVICE].tailer
     for _ in range(200):

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from atp_service.app import SERVICE, create_app
 from atp_service.metrics import LIVE_COUNTERS
 
-from .conftest import settings_for
+from .conftest import ServiceServer, settings_for
 from .procs import ADMIN, RedisProc, free_port, snapshot
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "atp-service.json"
@@ -68,7 +68,7 @@ def exported(text: str) -> tuple[dict[str, set[str]], set[str]]:
 async def scrape_after_traffic(redis_proc: RedisProc) -> str:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: every ERP call fails
     app = create_app(settings_for(redis_proc.url, ATP_ERP_URL=closed, ATP_ERP_TIMEOUT="0.5"))
-    client = TestClient(TestServer(app))
+    client = TestClient(ServiceServer(app))
     await client.start_server()
     try:
         tailer = app[SERVICE].tailer

@@ -140,14 +140,14 @@ async def test_finished_reservations_are_kept_for_the_retention_then_deleted(
     redis_proc: Any,
 ) -> None:
     import redis.asyncio as redis
-    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp.test_utils import TestClient
 
     from atp_service.app import create_app
 
-    from .conftest import settings_for
+    from .conftest import ServiceServer, settings_for
 
     app = create_app(settings_for(redis_proc.url, ATP_RESERVATION_RETENTION="1"))
-    async with TestClient(TestServer(app)) as client, redis.from_url(redis_proc.url) as db:
+    async with TestClient(ServiceServer(app)) as client, redis.from_url(redis_proc.url) as db:
         for _ in range(500):
             if (await client.get("/readyz")).status == 200:
                 break

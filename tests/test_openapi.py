@@ -15,13 +15,14 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from atp_service.app import create_app
 from atp_service.config import Settings
 from atp_service.openapi import document, render
 
+from .conftest import ServiceServer
 from .procs import ADMIN, KEYS, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -440,7 +441,7 @@ async def test_live_unavailable_before_ready() -> None:
     """With Redis unreachable the cache never warms: readiness and lookups are 503 problems
     with Retry-After, as documented."""
     settings = Settings.from_env({"ATP_REDIS_URL": "redis://127.0.0.1:1/0", "ATP_API_KEYS": KEYS})
-    client = TestClient(TestServer(create_app(settings)))
+    client = TestClient(ServiceServer(create_app(settings)))
     await client.start_server()
     try:
         await conforms(await client.get("/readyz"), "GET", "/readyz", 503, "unavailable")
@@ -470,7 +471,7 @@ async def test_live_unavailable_before_ready() -> None:
 
 async def test_live_get_reservation_unavailable() -> None:
     settings = Settings.from_env({"ATP_REDIS_URL": "redis://127.0.0.1:1/0", "ATP_API_KEYS": KEYS})
-    client = TestClient(TestServer(create_app(settings)))
+    client = TestClient(ServiceServer(create_app(settings)))
     await client.start_server()
     try:
         r = await client.get("/v1/reservations/r-1", headers=ADMIN)

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from atp_service.app import SERVICE, create_app
 from atp_service.config import ConfigError, Settings
 from atp_service.trace import new_request_id, trace_id
 
-from .conftest import settings_for
+from .conftest import ServiceServer, settings_for
 from .procs import ADMIN, RedisProc, snapshot
 
 READ = {"Authorization": "Bearer test-read"}
@@ -25,7 +25,7 @@ TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 
 async def _started(settings: Settings) -> TestClient:  # type: ignore[type-arg]
     app = create_app(settings)
-    client = TestClient(TestServer(app))
+    client = TestClient(ServiceServer(app))
     await client.start_server()
     tailer = app[SERVICE].tailer
     for _ in range(200):
