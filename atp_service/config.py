@@ -166,6 +166,8 @@ class Settings:
     dev_key: str | None = None
     location_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     low_stock: int = 5
+    # The most units one API key may have in uncommitted cart holds at once (0 = no limit).
+    hold_quota: int = 0
     expiry_interval: float = 0.1
     stale_after: float = 2.0
     # How long a finished reservation (released, expired, rejected) stays readable and keeps its
@@ -219,6 +221,7 @@ class Settings:
             dev_key=dev_key,
             location_groups=parse_location_groups(get("ATP_LOCATION_GROUPS") or ""),
             low_stock=_int("ATP_LOW_STOCK", get("ATP_LOW_STOCK"), 5, 0, 10**9),
+            hold_quota=_int("ATP_HOLD_QUOTA", get("ATP_HOLD_QUOTA"), 0, 0, 10**12),
             gap_window=_positive_float("ATP_GAP_WINDOW", get("ATP_GAP_WINDOW"), 2.0),
             kafka_lag_bound=_int(
                 "ATP_KAFKA_LAG_BOUND", get("ATP_KAFKA_LAG_BOUND"), 10_000, 0, 10**12

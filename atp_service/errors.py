@@ -13,6 +13,7 @@
      |    +-- InsufficientStock   409 insufficient-stock   (+ "lines")
      |    +-- IdempotencyConflict 409 idempotency-conflict
      |    +-- NotCommittable      409 not-committable
+     |    +-- HoldQuotaExceeded   409 hold-quota-exceeded  (+ "held", "quota")
      +-- PayloadTooLarge          413 payload-too-large
      +-- UnsupportedMediaType     415 unsupported-media-type
      +-- Throttled                429 throttled            (+ Retry-After)
@@ -94,6 +95,10 @@ class IdempotencyConflict(Conflict):
 
 class NotCommittable(Conflict):
     slug, title = "not-committable", "Reservation can no longer be committed"
+
+
+class HoldQuotaExceeded(Conflict):
+    slug, title = "hold-quota-exceeded", "Cart-hold quota of this API key exceeded"
 
 
 class PayloadTooLarge(AtpError):

@@ -13,6 +13,9 @@ BUF = PREFIX + "buf"  # zset (lex) "sku|loc\0<seq:016>\0<event>": adjustments be
 SETTLE = PREFIX + "settle"  # zset (lex) "sku|loc\0<erp_seq:016>\0<id>\0<qty>": unsettled lines
 CHANGES = PREFIX + "changes"  # stream: one entry per atomic step, fields key -> record
 EXPIRY = PREFIX + "expiry"  # zset reservation id -> hold expiry (ms)
+# hash owner (API key id) -> units in its uncommitted cart holds; kept only while
+# ATP_HOLD_QUOTA is set (each counted hold records its units in its own `quota_units` field)
+HELD = PREFIX + "held"
 RESERVATION = PREFIX + "res:"  # + reservation_id: hash (see lua/reserve.lua)
 # ERP outbox, one zset per priority: member "r:<id>" (send reservation), "c:<id>" (cancel it
 # at the ERP) or "g:<sku|loc>" (resync a key); score = not-before time in Redis ms (FIFO by

@@ -19,6 +19,7 @@ from . import keys
 from .cache import Cache
 from .config import Settings
 from .errors import (
+    HoldQuotaExceeded,
     IdempotencyConflict,
     InsufficientStock,
     NotCommittable,
@@ -83,12 +84,12 @@ def view(fields: dict[str, str]) -> dict[str, Any]:
 
 
 # reserve.lua's call as one bytes template: EVALSHA sha numkeys, KEYS[1] (the reservation's
-# hash), KEYS[2..7], ARGV[1..11], then one triple per line. Identifiers are ASCII
+# hash), KEYS[2..8], ARGV[1..12], then one triple per line. Identifiers are ASCII
 # ([A-Za-z0-9._:-], decode.py), so str lengths are byte lengths. One %-format instead of a
 # bulk() call per argument: ~2x cheaper to build.
-_RESERVE_KEY_NAMES = (keys.INV, keys.CHANGES, keys.EXPIRY, *OUTBOX_KEYS)
+_RESERVE_KEY_NAMES = (keys.INV, keys.CHANGES, keys.EXPIRY, *OUTBOX_KEYS, keys.HELD)
 _ARG = b"$%d\r\n%b\r\n"
-_RESERVE_FIXED = 3 + 1 + len(_RESERVE_KEY_NAMES) + 11  # head, keys, ARGV[1..11]
+_RESERVE_FIXED = 3 + 1 + len(_RESERVE_KEY_NAMES) + 12  # head, keys, ARGV[1..12]
 
 
 def _literal(*parts: bytes) -> bytes:
@@ -108,6 +109,7 @@ _RESERVE = (
     + _ARG  # budget
     + _literal(b"%d" % keys.CHANGES_MAXLEN)
     + _ARG * 3  # owner, request id, traceparent
+    + b"%b"  # hold quota
 )
 _LINE = _ARG * 2 + b'$%d\r\n{"sku":"%b","location":"%b","qty":%b}\r\n'
 _LINE_JSON = len('{"sku":"","location":"","qty":}')
@@ -127,6 +129,8 @@ class Ledger:
         self.max_backlog = {p: int(s * settings.erp_rate) for p, s in settings.erp_budgets.items()}
         self.cancel_delay_ms = int(settings.erp_timeout * 1000)
         self.retention_ms = int(settings.retention * 1000)
+        self.hold_quota = settings.hold_quota
+        self._quota_b = bulk(b"%d" % settings.hold_quota)
         self.clock = clock
 
     def now_ms(self) -> int:
@@ -170,6 +174,15 @@ class Ledger:
             raise InsufficientStock(
                 f"{len(short)} of {len(lines)} lines cannot be held", lines=short
             )
+        if tag == b"quota":
+            held = int(reply[1])
+            raise HoldQuotaExceeded(
+                f"this API key holds {held} units in uncommitted cart holds; this hold of "
+                f"{sum(line.qty for line in lines)} more would pass its quota of "
+                f"{self.hold_quota}: commit or release a hold first, or wait for one to expire",
+                held=held,
+                quota=self.hold_quota,
+            )
         if tag == b"busy":
             backlog = int(reply[1])
             wait = (backlog - budget + 1) / self.rate  # until the backlog is under budget
@@ -200,6 +213,7 @@ class Ledger:
                 len(rid_b), rid_b, len(fp), fp, len(req.priority), req.priority.encode(),
                 len(hold), hold, len(now_b), now_b, self._mode_b, len(budget_b), budget_b,
                 len(owner_b), owner_b, len(req_id), req_id, len(parent), parent,
+                self._quota_b,
             )
         ]  # fmt: skip
         for line in req.lines:
@@ -249,7 +263,7 @@ class Ledger:
         reply = await self.store.run(
             "transition",
             (keys.reservation(reservation_id), keys.INV, keys.CHANGES, keys.EXPIRY, keys.SETTLE,
-             *OUTBOX_KEYS, keys.ATTEMPTS),
+             *OUTBOX_KEYS, keys.ATTEMPTS, keys.HELD),
             (action, self.now_ms(), self.mode, keys.CHANGES_MAXLEN, self.cancel_delay_ms, owner,
              self.retention_ms, trace.request_id if trace else "",
              trace.traceparent if trace else ""),

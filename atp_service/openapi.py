@@ -531,7 +531,8 @@ def _schemas() -> Json:
             "RFC 9457 problem details. `type` is " + PROBLEM_BASE + "<slug>, slug one of "
             "invalid-request, unknown-group, unauthorized, forbidden, not-found, "
             "method-not-allowed, insufficient-stock, idempotency-conflict, not-committable, "
-            "payload-too-large, unsupported-media-type, throttled, unavailable, internal.",
+            "hold-quota-exceeded, payload-too-large, unsupported-media-type, throttled, "
+            "unavailable, internal.",
             {
                 "type": _str("Problem type URI.", EX_PROBLEM["type"], format="uri"),
                 "title": _str("Short summary of the problem type.", EX_PROBLEM["title"]),
@@ -545,6 +546,20 @@ def _schemas() -> Json:
                 ),
                 "errors": _array(
                     _ref("FieldError"), "invalid-request only (body errors): the invalid field."
+                ),
+                "held": _int(
+                    "hold-quota-exceeded only: units this API key holds in uncommitted cart holds.",
+                    8,
+                    0,
+                    None,
+                    "int64",
+                ),
+                "quota": _int(
+                    "hold-quota-exceeded only: the most units it may hold (ATP_HOLD_QUOTA).",
+                    10,
+                    1,
+                    None,
+                    "int64",
                 ),
                 "reservation_status": _enum(
                     "not-committable only: the reservation's current status.",
@@ -1007,7 +1022,10 @@ def _paths() -> Json:
                 "once durable. The same id with the same body again is 200 with the current "
                 "state; with another body, 409 idempotency-conflict. A short request is 409 "
                 "insufficient-stock listing only the short lines; stock is checked before the "
-                "ERP budget (429). " + id_rule,
+                "ERP budget (429). With ATP_HOLD_QUOTA set, a cart hold that would take its "
+                "API key's units in uncommitted cart holds past the quota is 409 "
+                "hold-quota-exceeded (with `held` and `quota`); committing, releasing or "
+                "expiring a hold gives its units back. " + id_rule,
                 write,
                 {
                     "200": _ok(
@@ -1027,8 +1045,9 @@ def _paths() -> Json:
                     **_auth_errors(res, write),
                     "409": _problem(
                         InsufficientStock,
-                        "insufficient-stock (with `lines`) or "
-                        "idempotency-conflict (same id, another body).",
+                        "insufficient-stock (with `lines`), "
+                        "idempotency-conflict (same id, another body) or "
+                        "hold-quota-exceeded (with `held` and `quota`).",
                         "1 of 1 lines cannot be held",
                         res,
                         lines=[EX_SHORT_LINE],

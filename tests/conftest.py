@@ -3,6 +3,7 @@ in-process app (same code, same Redis) for the many-request tests."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from atp_service.app import create_app
+from atp_service.app import SERVICE, create_app
 from atp_service.config import Settings
 from atp_service.http.server import ProblemRunner
 
@@ -76,21 +77,25 @@ def settings_for(redis_url: str, **overrides: object) -> Settings:
     return Settings.from_env(env)
 
 
-@pytest.fixture
-async def app_client(redis_proc: RedisProc) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    """The real app in this process (its own event loop), on a real Redis."""
-    app = create_app(settings_for(redis_proc.url))
+async def start_app(redis_url: str, **env: str) -> TestClient:  # type: ignore[type-arg]
+    """The real app in this process on ``redis_url`` (``env``: settings over
+    :func:`settings_for`'s), served as ``atp-service serve`` serves it, its cache warm."""
+    app = create_app(settings_for(redis_url, **env))
     client = TestClient(ServiceServer(app))
     await client.start_server()
-    from atp_service.app import SERVICE
-
     tailer = app[SERVICE].tailer
     for _ in range(200):
         if tailer.ready:
             break
-        import asyncio
-
         await asyncio.sleep(0.01)
+    assert tailer.ready
+    return client
+
+
+@pytest.fixture
+async def app_client(redis_proc: RedisProc) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    """The real app in this process (its own event loop), on a real Redis."""
+    client = await start_app(redis_proc.url)
     yield client
     await client.close()
 

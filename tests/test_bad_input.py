@@ -21,10 +21,10 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from atp_service import keys
-from atp_service.app import SERVICE, create_app
+from atp_service.app import SERVICE
 from atp_service.errors import PROBLEM_BASE
 
-from .conftest import ServiceServer, settings_for
+from .conftest import start_app
 from .procs import ADMIN, adjustment, snapshot
 
 PROBLEM = "application/problem+json"
@@ -315,20 +315,6 @@ CASES: list[Case] = [
 
 
 # --- the app -------------------------------------------------------------------------------
-
-
-async def start_app(redis_url: str, **env: str) -> TestClient:  # type: ignore[type-arg]
-    """The real app in this process on ``redis_url``, its cache warm."""
-    app = create_app(settings_for(redis_url, **env))
-    client = TestClient(ServiceServer(app))
-    await client.start_server()
-    tailer = app[SERVICE].tailer
-    for _ in range(200):
-        if tailer.ready:
-            break
-        await asyncio.sleep(0.01)
-    assert tailer.ready
-    return client
 
 
 async def close_app(

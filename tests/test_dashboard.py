@@ -12,13 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from atp_service.app import SERVICE, create_app
 from atp_service.metrics import LIVE_COUNTERS
 
-from .conftest import ServiceServer, settings_for
+from .conftest import start_app
 from .procs import ADMIN, RedisProc, free_port, snapshot
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "atp-service.json"
@@ -67,15 +65,8 @@ def exported(text: str) -> tuple[dict[str, set[str]], set[str]]:
 
 async def scrape_after_traffic(redis_proc: RedisProc) -> str:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: every ERP call fails
-    app = create_app(settings_for(redis_proc.url, ATP_ERP_URL=closed, ATP_ERP_TIMEOUT="0.5"))
-    client = TestClient(ServiceServer(app))
-    await client.start_server()
+    client = await start_app(redis_proc.url, ATP_ERP_URL=closed, ATP_ERP_TIMEOUT="0.5")
     try:
-        tailer = app[SERVICE].tailer
-        for _ in range(200):
-            if tailer.ready:
-                break
-            await asyncio.sleep(0.01)
         events = [snapshot("S1", "DC1", 1, 100), snapshot("S1", "ST1", 1, 4)]
         assert (await client.post("/v1/events", json={"events": events}, headers=ADMIN)).ok
         assert (await client.get("/v1/availability/S1", headers=ADMIN)).status == 200

@@ -227,24 +227,26 @@ _ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", fullmatch=True)
     traced=st.booleans(),
     owner=st.sampled_from(["", "0123456789abcdef"]),
     now=st.integers(0, 2**45),
+    quota=st.sampled_from([0, 1, 10**12]),
 )
 def test_reserve_command_is_the_packed_call(
     rid: str, priority: str, hold: int | None, lines: list[tuple[str, str, int]],
-    erp: bool, traced: bool, owner: str, now: int,
+    erp: bool, traced: bool, owner: str, now: int, quota: int,
 ) -> None:  # fmt: skip
     def line_json(x: Line) -> bytes:
         return orjson.dumps({"sku": x.sku, "location": x.location, "qty": x.qty})
 
     overrides = {"ATP_ERP_URL": "http://127.0.0.1:9"} if erp else {}
+    overrides["ATP_HOLD_QUOTA"] = str(quota)
     ledger = Ledger(None, Cache(), settings_for("redis://127.0.0.1:1", **overrides))  # type: ignore[arg-type]
     req = ReservationRequest(rid, priority, tuple(Line(*x) for x in lines), hold)
     trace = Context.of("req-1", None) if traced else None
     budget = ledger.max_backlog[priority] if erp else -1
     expected = pack(
-        "EVALSHA", SCRIPTS["reserve"].sha, 7, keys.reservation(rid), keys.INV, keys.CHANGES,
-        keys.EXPIRY, *OUTBOX_KEYS, rid, req.fingerprint(), priority, hold or 0, now,
+        "EVALSHA", SCRIPTS["reserve"].sha, 8, keys.reservation(rid), keys.INV, keys.CHANGES,
+        keys.EXPIRY, *OUTBOX_KEYS, keys.HELD, rid, req.fingerprint(), priority, hold or 0, now,
         "erp" if erp else "standalone", budget, keys.CHANGES_MAXLEN, owner,
-        trace.request_id if trace else "", trace.traceparent if trace else "",
+        trace.request_id if trace else "", trace.traceparent if trace else "", quota,
         *(a for x in req.lines for a in (x.key, x.qty, line_json(x))),
     )  # fmt: skip
     assert ledger.reserve_command(req, owner, trace, now, budget) == expected

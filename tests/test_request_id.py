@@ -3,7 +3,6 @@ opt-in JSON access log (ATP_ACCESS_LOG=1) that names the key but never shows its
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -11,11 +10,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from atp_service.app import SERVICE, create_app
 from atp_service.config import ConfigError, Settings
 from atp_service.trace import new_request_id, trace_id
 
-from .conftest import ServiceServer, settings_for
+from .conftest import start_app
 from .procs import ADMIN, RedisProc, snapshot
 
 READ = {"Authorization": "Bearer test-read"}
@@ -23,21 +21,9 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 
 
-async def _started(settings: Settings) -> TestClient:  # type: ignore[type-arg]
-    app = create_app(settings)
-    client = TestClient(ServiceServer(app))
-    await client.start_server()
-    tailer = app[SERVICE].tailer
-    for _ in range(200):
-        if tailer.ready:
-            break
-        await asyncio.sleep(0.01)
-    return client
-
-
 @pytest.fixture
 async def logged_client(redis_proc: RedisProc) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    client = await _started(settings_for(redis_proc.url, ATP_ACCESS_LOG="1"))
+    client = await start_app(redis_proc.url, ATP_ACCESS_LOG="1")
     yield client
     await client.close()
 

@@ -1,14 +1,17 @@
 -- Hold every line of a reservation or none; write the reservation (and, with an ERP and no
 -- cart hold, its outbox entry) in the same atomic step.
--- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 EXPIRY, 5..7 OUTBOX(checkout, sales, background)
+-- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 EXPIRY, 5..7 OUTBOX(checkout, sales, background),
+--       8 HELD (owner -> units in uncommitted cart holds)
 -- ARGV: 1 id, 2 fingerprint, 3 priority, 4 hold_seconds (0 = none), 5 now_ms,
 --       6 mode ('standalone'|'erp'), 7 budget: the most outbox entries of this priority and
 --       those above it that may wait before this priority is refused (-1 = no limit),
 --       8 stream maxlen, 9 owner, 10 request id, 11 traceparent (of the creating request,
---       validated by the caller; '' = none), 12.. triples sku|loc, qty, raw line json (summed)
+--       validated by the caller; '' = none), 12 hold quota: the most units the owner may
+--       have in uncommitted cart holds (0 = none kept), 13.. triples sku|loc, qty, raw line
+--       json (summed)
 -- Returns {'created', key, record, ...} (the caller knows every field it just sent)
 --      or {'exists', <fields>} | {'conflict'} | {'short', key, atp, key, atp, ...}
---      or {'busy', backlog}
+--      or {'quota', units held} | {'busy', backlog}
 -- Idempotent by reservation id: a client retry (redis-py retries on timeout) finds the
 -- reservation already written and answers 'exists' instead of holding twice. The request id
 -- and traceparent are not part of the body: a retry under another request id is the same
@@ -29,7 +32,7 @@ local hold = tonumber(ARGV[4])
 local erp = ARGV[6] == 'erp'
 local recs, short = {}, {'short'}
 local n = 0
-for i = 12, #ARGV, 3 do
+for i = 13, #ARGV, 3 do
   n = n + 1
   local key, qty = ARGV[i], tonumber(ARGV[i + 1])
   local r = rec_load(KEYS[2], key)
@@ -41,6 +44,15 @@ for i = 12, #ARGV, 3 do
   recs[n] = {key, r, qty}
 end
 if #short > 1 then return short end
+
+-- A cart hold counts against its owner's quota until it is committed, released or expired
+-- (transition.lua gives its `quota_units` back).
+local quota, units = tonumber(ARGV[12]), 0
+if hold > 0 and quota > 0 then
+  for _, e in ipairs(recs) do units = units + e[3] end
+  local held = tonumber(redis.call('HGET', KEYS[8], ARGV[9]) or '0')
+  if held + units > quota then return {'quota', held} end
+end
 
 local pi = PRIORITY_INDEX[ARGV[3]]
 if erp and hold == 0 and tonumber(ARGV[7]) >= 0 then
@@ -57,7 +69,7 @@ local lines = {}
 for i, e in ipairs(recs) do
   e[2][PENDING] = e[2][PENDING] + e[3]
   changed[i] = {e[1], e[2]}
-  lines[i] = ARGV[12 + (i - 1) * 3 + 2]
+  lines[i] = ARGV[13 + (i - 1) * 3 + 2]
 end
 
 local status = 'held'
@@ -72,6 +84,11 @@ if hold > 0 then
   fields[#fields + 1] = 'expires_ms'
   fields[#fields + 1] = tostring(expires)
   redis.call('ZADD', KEYS[4], expires, ARGV[1])
+  if units > 0 then
+    fields[#fields + 1] = 'quota_units'
+    fields[#fields + 1] = tostring(units)
+    redis.call('HINCRBY', KEYS[8], ARGV[9], units)
+  end
 elseif erp then
   redis.call('ZADD', KEYS[4 + pi], redis_now_ms(), 'r:' .. ARGV[1])
 end

@@ -5,7 +5,7 @@
 -- allocated it (confirmed, or an earlier attempt's outcome is unknown). One that is in flight
 -- right now is left to its outcome (erp_outcome.lua queues the cancel if it was confirmed).
 -- KEYS: 1 reservation hash, 2 INV, 3 CHANGES, 4 EXPIRY, 5 SETTLE,
---       6..8 OUTBOX(checkout, sales, background), 9 ATTEMPTS
+--       6..8 OUTBOX(checkout, sales, background), 9 ATTEMPTS, 10 HELD
 -- ARGV: 1 action ('commit'|'release'|'expire'), 2 now_ms, 3 mode ('standalone'|'erp'),
 --       4 stream maxlen, 5 cancel delay ms (the ERP call timeout),
 --       6 owner ('' = any: an admin key, or the service itself), 7 retention ms (finished),
@@ -47,6 +47,17 @@ if new == status and not (action == 'commit' and status == 'held' and cart) then
 end
 
 local id = redis.call('HGET', res, 'id')
+if cart then
+  -- Committed, released or expired: the hold no longer counts against its owner's quota.
+  local units = redis.call('HGET', res, 'quota_units')
+  if units then
+    local owner = redis.call('HGET', res, 'owner')
+    if redis.call('HINCRBY', KEYS[10], owner, -tonumber(units)) <= 0 then
+      redis.call('HDEL', KEYS[10], owner)
+    end
+    redis.call('HDEL', res, 'quota_units')
+  end
+end
 local box = KEYS[5 + PRIORITY_INDEX[redis.call('HGET', res, 'priority')]]
 redis.call('HSET', res, 'status', new, 'updated_ms', ARGV[2])
 if action == 'commit' then
