@@ -71,7 +71,6 @@ async def test_a_hot_match_is_the_routers_match(app: web.Application, method: st
         assert hot is not None, "a hot route went the long way"
         assert hot.route is routed.route
         assert dict(hot) == dict(routed)
-        assert hot.route.name is None or hot.route.name == routed.route.name
     else:
         assert hot is None
 
@@ -97,7 +96,7 @@ async def test_the_server_dispatches_hot_routes(app_client: TestClient):  # type
     assert handler.__qualname__ == "HotRoutes.dispatcher.<locals>.dispatch"
 
 
-def _same(response: Any, body: bytes) -> tuple[int, bytes, str | None, str | None]:
+def _answer(response: Any, body: bytes) -> tuple[int, bytes, str | None, str | None]:
     return (
         response.status,
         body,
@@ -132,6 +131,6 @@ async def test_hot_and_routed_answers_are_the_same(app_client: TestClient):  # t
         for extra in ({}, {"Expect": "100-continue"}):
             headers = {**ADMIN, "Content-Type": "application/json", **extra}
             async with app_client.request(method, path, data=data, headers=headers) as resp:
-                answers.append(_same(resp, await resp.read()))
+                answers.append(_answer(resp, await resp.read()))
         assert answers[0] == answers[1], (method, path)
         assert answers[0][0] < 500
