@@ -1,10 +1,10 @@
-"""Operator commands of ``atp-service``: status, inspect, reservations, replay-dlq.
+"""Operator commands of ``atp-service``: status, inspect, reservations, holds, replay-dlq.
 
-``status`` asks a running replica (``GET /v1/status``); ``inspect`` and ``reservations`` read
-Redis directly (ATP_REDIS_URL, or the embedded Redis's socket under ATP_DATA_DIR), read-only;
-``replay-dlq`` reads ``<topic>.dlq`` from Kafka and re-publishes to the topic the events that
-now validate (dry run unless ``--apply``). Tables are plain aligned text on stdout; progress
-goes to stderr.
+``status`` asks a running replica (``GET /v1/status``); ``inspect``, ``reservations`` and
+``holds`` read Redis directly (ATP_REDIS_URL, or the embedded Redis's socket under
+ATP_DATA_DIR), read-only; ``replay-dlq`` reads ``<topic>.dlq`` from Kafka and re-publishes to
+the topic the events that now validate (dry run unless ``--apply``). Tables are plain aligned
+text on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from . import decode, keys
 from .config import Settings
 from .embedded import EmbeddedRedis
 from .errors import BadRequest
+from .http.reservations import owner_of
 from .inventory import FIELDS, FLAG_GAP, FLAG_SNAPSHOT, RECORD_FORMAT
 
-COMMANDS = ("status", "inspect", "reservations", "replay-dlq")
+COMMANDS = ("status", "inspect", "reservations", "holds", "replay-dlq")
 STATUSES = ("held", "confirmed", "rejected", "released", "expired")
 
 
@@ -158,6 +159,12 @@ def add_commands(sub: Any) -> None:
         help="created longer ago than AGE (60s, 15m, 2h)",
     )  # fmt: skip
     res.add_argument("--limit", type=int, default=200, help="rows shown (default 200)")
+    sub.add_parser(
+        "holds",
+        help="units each API key has in uncommitted cart holds, against ATP_HOLD_QUOTA",
+        description="Keys are named as in ATP_API_KEYS here ('?': not configured here). "
+        "Units are counted only while ATP_HOLD_QUOTA is set on the replicas.",
+    )
     dlq = sub.add_parser(
         "replay-dlq",
         help="re-publish DLQ events that now validate (dry run unless --apply)",
@@ -186,6 +193,8 @@ def main(args: argparse.Namespace, settings: Settings, out: TextIO | None = None
             stream.write(
                 reservations(_redis(settings), args.status, args.older_than, args.limit) + "\n"
             )
+        elif args.command == "holds":
+            stream.write(holds(_redis(settings), settings) + "\n")
         elif args.command == "replay-dlq":
             stream.write(asyncio.run(replay_dlq(settings, args.apply, args.read_for)) + "\n")
     except OpsError as exc:
@@ -428,6 +437,25 @@ def reservations(client: Any, status: str | None, older_than: float, limit: int)
          "REASON"],
         [r for _, r in shown],
     ) + more  # fmt: skip
+
+
+def holds(client: Any, settings: Settings) -> str:
+    """Units per API key in uncommitted cart holds (``keys.HELD``), most first."""
+    names = {owner_of(k): k.name for k in settings.api_keys}
+    quota = settings.hold_quota
+    rows = sorted(
+        ((int(units), owner.decode()) for owner, units in client.hgetall(keys.HELD).items()),
+        reverse=True,
+    )
+    limit = f"{quota} units per key" if quota else "not set here (no limit, nothing counted)"
+    head = f"{len(rows)} API key(s) with units in uncommitted cart holds; ATP_HOLD_QUOTA: {limit}"
+    if not rows:
+        return head
+    return head + "\n" + table(
+        ["KEY", "OWNER", "UNITS", "OF QUOTA"],
+        [[names.get(owner, "?"), owner or "-", units, f"{100 * units / quota:.0f}%" if quota
+          else "-"] for units, owner in rows],
+    )  # fmt: skip
 
 
 # -- replay-dlq -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from atp_service import cli, keys, ops_cli
 from atp_service.config import Settings
 
 from .kafka import Broker
-from .procs import ADMIN, RedisProc, ServiceProc, adjustment, snapshot
+from .procs import ADMIN, KEYS, RedisProc, ServiceProc, adjustment, snapshot
 from .test_feed import TOPIC
 
 
@@ -219,6 +219,57 @@ def test_reservations_listing(
     code, out, _ = run(capsys, "reservations", "--older-than", "1s", "--limit", "1")
     assert out.splitlines()[0].startswith("2 reservation(s) created more than 1.0 s ago")
     assert "... and 1 more (--limit)" in out
+
+
+def test_holds_by_api_key(
+    redis_proc: RedisProc, services: Callable[..., ServiceProc],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    svc = services(ATP_HOLD_QUOTA="10")
+    post(svc.url, "/v1/events", {"events": [snapshot("S1", "DC1", 1, 100)]})
+    monkeypatch.setenv("ATP_REDIS_URL", redis_proc.url)
+    monkeypatch.setenv("ATP_API_KEYS", KEYS)
+    code, out, err = run(capsys, "holds")
+    assert code == 0, err
+    assert out.strip() == (
+        "0 API key(s) with units in uncommitted cart holds; ATP_HOLD_QUOTA: not set here "
+        "(no limit, nothing counted)"
+    )
+
+    def cart(rid: str, qty: int, headers: dict[str, str]) -> None:
+        line = [{"sku": "S1", "location": "DC1", "qty": qty}]
+        body = {"reservation_id": rid, "priority": "checkout", "lines": line, "hold_seconds": 600}
+        post(svc.url, "/v1/reservations", body, headers)
+
+    cart("w-1", 3, {"Authorization": "Bearer test-write"})
+    cart("w-2", 4, {"Authorization": "Bearer test-write"})
+    cart("a-1", 2, ADMIN)
+    post(
+        svc.url,
+        "/v1/reservations",
+        {
+            "reservation_id": "order",
+            "priority": "sales",
+            "lines": [{"sku": "S1", "location": "DC1", "qty": 5}],
+        },
+    )
+    monkeypatch.setenv("ATP_HOLD_QUOTA", "10")
+    code, out, err = run(capsys, "holds")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == (
+        "2 API key(s) with units in uncommitted cart holds; ATP_HOLD_QUOTA: 10 units per key"
+    )
+    assert cells(lines[1]) == ["KEY", "OWNER", "UNITS", "OF QUOTA"]
+    write, admin = cells(lines[2]), cells(lines[3])
+    # keys are named by their place in ATP_API_KEYS: test-write is the third
+    assert (write[0], write[2], write[3]) == ("key3", "7", "70%")
+    assert (admin[0], admin[2], admin[3]) == ("key1", "2", "20%")
+    assert re.fullmatch(r"[0-9a-f]{16}", write[1])
+
+    monkeypatch.setenv("ATP_API_KEYS", "other:*")  # those keys are not configured here
+    code, out, _ = run(capsys, "holds")
+    assert [cells(x)[0] for x in out.splitlines()[2:]] == ["?", "?"]
 
 
 def test_redis_unreachable(
