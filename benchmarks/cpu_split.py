@@ -75,6 +75,12 @@ PATCHES: dict[str, tuple[str, str, str]] = {
         "                hot.add(method, path, route)\n",
         "                pass\n",
     ),
+    # Every JSON answer written by aiohttp's web.Response, none by http/response.FastResponse.
+    "aiohttp-response": (
+        "http/response.py",
+        "        return writer\n",
+        "        return writer\n\n\nFastResponse = web.Response  # type: ignore[misc]\n",
+    ),
 }
 
 

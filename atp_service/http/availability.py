@@ -14,6 +14,7 @@ from ..config import ApiKey
 from ..errors import BadRequest, NotFound, UnknownGroup
 from ..inventory import ALLOCATED, FLAG_GAP, FLAGS, ON_HAND, PENDING, SAFETY, SEQ
 from .endpoint import JSON_HEADERS, json_response, read_json
+from .response import FastResponse
 
 MEMO_MAX = 100_000  # memoised bodies kept (~0.7 KB each); cleared when full
 
@@ -60,13 +61,13 @@ class Availability:
         version = cache.version(sku)
         memo = self.memo.get(sku)
         if memo is not None and memo[0] == version and fresh:
-            return web.Response(body=memo[1], headers=JSON_HEADERS)
+            return FastResponse(body=memo[1], headers=JSON_HEADERS)
         body = orjson.dumps(self._render(sku, list(locs), locs, fresh))
         if fresh:
             if len(self.memo) >= MEMO_MAX:
                 self.memo.clear()
             self.memo[sku] = (version, body)
-        return web.Response(body=body, headers=JSON_HEADERS)
+        return FastResponse(body=body, headers=JSON_HEADERS)
 
     def _filtered(self, request: web.Request, locs: dict[str, int]) -> list[str]:
         query = request.query

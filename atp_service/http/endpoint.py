@@ -42,6 +42,7 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..trace import REQUEST_ID_RE, Context, trace_id
+from .response import FastResponse
 
 log = logging.getLogger("atp.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -96,7 +97,7 @@ JSON_HEADERS = CIMultiDict({"Content-Type": "application/json"})
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, headers=JSON_HEADERS)
+    return FastResponse(body=orjson.dumps(payload), status=status, headers=JSON_HEADERS)
 
 
 def problem_response(request: web.Request, error: AtpError) -> web.Response:
@@ -116,7 +117,7 @@ def problem_response(request: web.Request, error: AtpError) -> web.Response:
         "instance": request.path,
         **error.extra,
     }
-    return web.Response(
+    return FastResponse(
         body=orjson.dumps(body), status=error.status, content_type=ctype, headers=error.headers()
     )
 
