@@ -15,6 +15,7 @@ unpatched) and the ceiling always run.
     .venv/bin/python -m benchmarks.cpu_split                             # ours vs ceiling
     .venv/bin/python -m benchmarks.cpu_split --variant no-redis@no-redis  # the ablation
     .venv/bin/python -m benchmarks.cpu_split --variant no-hot@no-hot-routes --scenario lookup
+    .venv/bin/python -m benchmarks.cpu_split --variant aio@aiohttp-response
     .venv/bin/python -m benchmarks.cpu_split --variant pyenv=/tmp/venv-pyenv/bin/python
 
 Paired rounds and CPU time per request make a comparison that survives this shared box's

@@ -18,6 +18,9 @@ BIG = 32 * 1024 * 1024  # more than the kernel's socket buffers hold
 DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
 
 
+MADE: list[web.Response] = []  # every answer built, in order
+
+
 def build(cls: type[web.Response], request: web.Request) -> web.Response:
     """One answer, chosen by the query, built the same way for both classes."""
     q = request.query
@@ -33,6 +36,7 @@ def build(cls: type[web.Response], request: web.Request) -> web.Response:
         response.set_cookie("c", "1")
     if "chunked" in q:
         response.enable_chunked_encoding()
+    MADE.append(response)
     return response
 
 
@@ -144,12 +148,14 @@ async def test_same_bytes_as_aiohttp(
         return await aiohttp_prepare(self, req)
 
     monkeypatch.setattr(web.StreamResponse, "prepare", counted)
+    MADE.clear()
     fast = await exchange(port, request(method, "/fast" + query, version, extra, body))
     plain = await exchange(port, request(method, "/plain" + query, version, extra, body))
     assert fast == plain
     assert fast.startswith(f"HTTP/{version} ".encode())
     assert b"X-Signal: seen" in fast  # the app's on_response_prepare ran for both
     assert prepared.count == 2
+    assert MADE[0].body_length == MADE[1].body_length > 0  # what an access log reports
     # aiohttp's prepare ran for the plain answer, and for the fast one only when left to it
     assert calls == [web.Response] if one_step else [FastResponse, web.Response]
 

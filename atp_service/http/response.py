@@ -102,7 +102,7 @@ class FastResponse(web.Response):
         writer.output_size += len(data)
         transport.write(data)
         self._eof_sent = True
-        self._body_length = len(body)
+        self._body_length = writer.output_size  # as aiohttp counts it: head and body
         self._req = None
         self._payload_writer = None
         if protocol._paused:
