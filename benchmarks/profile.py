@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
                 script = lua_script("batch", tmp)
                 wargs = [str(bodies), TOKEN]
                 conns = args.connections or 1
-        run_wrk(url(svc, "/"), script, wargs, conns, 2, client_cpu)  # warm-up
+        # warm-up; reservations under their own ids (the same ids again would be replays)
+        warm = [wargs[0] + "w", *wargs[1:]] if args.scenario == "reserve" else wargs
+        run_wrk(url(svc, "/"), script, warm, conns, 2, client_cpu)
         stem = args.out / f"{args.scenario}{'-native' if args.native else ''}"
         collapsed = stem.with_suffix(".txt")
         cmd = [
