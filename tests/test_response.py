@@ -157,7 +157,7 @@ async def test_same_bytes_as_aiohttp(
     assert prepared.count == 2
     assert MADE[0].body_length == MADE[1].body_length > 0  # what an access log reports
     # aiohttp's prepare ran for the plain answer, and for the fast one only when left to it
-    assert calls == [web.Response] if one_step else [FastResponse, web.Response]
+    assert calls == ([web.Response] if one_step else [FastResponse, web.Response])
 
 
 async def test_pipelined_requests_are_answered_in_order(server: tuple[int, Prepared]) -> None:
