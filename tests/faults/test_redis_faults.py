@@ -19,6 +19,9 @@ from .load import Seen, assert_nothing_lost_nothing_doubled, lookups, reservatio
 from .report import FaultRecord
 
 LINE = [{"sku": "Z", "location": "DC1", "qty": 2}]
+# Never runs out under the load: ~50,000 holds of 2 in 8 s were seen on a fast day, and a
+# retry of an unanswered id must then be answered 201, not 409 insufficient-stock.
+STOCK = 10_000_000
 
 
 async def _run(http: aiohttp.ClientSession, svc: Any, rec: FaultRecord, seen: Seen,
@@ -44,7 +47,7 @@ async def _retry_unanswered(http: aiohttp.ClientSession, svc: Any, seen: Seen,
     for rid in unknown:
         body = {"reservation_id": rid, "priority": "checkout", "lines": LINE}
         async with http.post(svc.url + "/v1/reservations", json=body, headers=ADMIN) as r:
-            assert r.status == (200 if stored(rid) else 201)
+            assert r.status == (200 if stored(rid) else 201), (rid, await r.text())
 
 
 async def test_redis_sigstop_during_reservation_load(
@@ -52,7 +55,7 @@ async def test_redis_sigstop_during_reservation_load(
 ) -> None:  # type: ignore[no-untyped-def]
     rec = fault_report("Redis frozen (SIGSTOP 5 s) during reservation load, 1 replica")
     svc = services(ATP_STALE_AFTER="1")
-    await push(http, svc, snapshot("Z", "DC1", 1, 100_000))
+    await push(http, svc, snapshot("Z", "DC1", 1, STOCK))
     seen = Seen()
 
     async def chaos() -> None:
@@ -89,7 +92,7 @@ async def test_redis_kill9_and_restart_during_reservation_load(
 ) -> None:  # type: ignore[no-untyped-def]
     rec = fault_report("Redis kill -9, restarted 1.5 s later from its AOF, during reservation load")
     svc = services()
-    await push(http, svc, snapshot("Z", "DC1", 1, 100_000))
+    await push(http, svc, snapshot("Z", "DC1", 1, STOCK))
     seen = Seen()
 
     async def chaos() -> None:
