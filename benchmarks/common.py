@@ -481,7 +481,11 @@ class Procs:
         self.started.append(proc)
         return proc
 
-    def redis(self, name: str = "redis", cpu: str | None = None, aof: bool = True) -> RedisProc:
+    def redis(
+        self, name: str = "redis", cpu: str | None = None, aof: bool = True, rewrite: bool = True
+    ) -> RedisProc:
+        """``rewrite=False``: no automatic AOF rewrite (``auto-aof-rewrite-percentage 0``), as
+        on a Redis whose rewrites are kept out of the peak window (docs/scaling.md)."""
         port = free_port()
         d = self.workdir / name
         d.mkdir(parents=True, exist_ok=True)
@@ -501,6 +505,7 @@ class Procs:
             "",
             "--logfile",
             str(d / "redis.log"),
+            *(() if rewrite else ("--auto-aof-rewrite-percentage", "0")),
         ]
         proc = self.spawn(name, cmd, cpu=cpu, port=port)
         rp = RedisProc(proc, port)

@@ -6,10 +6,17 @@ POST with a constant 201 body, no Redis).
 
 Every repeat starts a fresh redis-server (AOF everysec, like production) and a fresh server
 for each implementation, seeds SKUs x locations with large stock (nothing runs short), runs
-a short wrk warm-up, then the measured wrk run. Each request is a single line of qty 1 with a
-unique reservation_id (``lua/reserve.lua``: run nonce + wrk thread + counter), rotating over
-every seeded key. After each run the Redis state is checked: units held == reservations
-stored (no oversell, nothing lost), and every wrk response was a 2xx.
+a short wrk warm-up, then the measured wrk run. Those Redis servers do not rewrite their AOF
+during the run (``auto-aof-rewrite-percentage 0``), as a production Redis whose rewrites are
+kept out of the peak window (docs/scaling.md). A fourth row, "rewriting", is ours again
+against a Redis with its default rewrite policy (at 64 MB, then at each doubling): a fresh
+Redis filling at ~17 MB of AOF a second rewrites several times in the window, a fork and a
+child process on the core wrk and Redis share, and the row shows what that does to the tail.
+
+Each request is a single line of qty 1 with a unique reservation_id (``lua/reserve.lua``: run
+nonce + wrk thread + counter), rotating over every seeded key. After each run the Redis state
+is checked: units held == reservations stored (no oversell, nothing lost), and every wrk
+response was a 2xx.
 
 The server is pinned to one core (``taskset -c 0``); wrk and redis-server share the other.
 
@@ -18,7 +25,7 @@ The server is pinned to one core (``taskset -c 0``); wrk and redis-server share 
     .venv/bin/python -m benchmarks.reserve --versus bb6daa1   # + our service at that commit
     .venv/bin/python -m benchmarks.reserve --versus-python /tmp/other/bin/python  # + on it
 
-``--versus REF`` adds a fourth implementation, "previous": ``atp-service`` as of git REF, run
+``--versus REF`` adds another implementation, "previous": ``atp-service`` as of git REF, run
 the same way and interleaved with the others, so a change is measured against what it
 replaces on the same machine in the same run (absolute figures on a shared box drift by 2x
 between days). ``--versus-python EXE`` runs "previous" on that interpreter instead (alone:
@@ -65,7 +72,7 @@ from .common import (
 )
 
 STOCK = 100_000_000
-IMPLS = ("ours", "naive", "ceiling")
+IMPLS = ("ours", "naive", "ceiling", "rewriting")
 # The shape of ours' 201 reply (standalone mode, no hold), answered as is by the ceiling.
 RESERVE_REPLY = {
     "reservation_id": "r0a1b2cm0o64-1-1234567",
@@ -151,9 +158,9 @@ def one_run(
     """Fresh redis-server + fresh server, seed, warm up, measure, check."""
     server_cpu, client_cpu = cores
     with workdir(f"reserve-{impl}") as tmp, Procs(tmp) as procs:
-        rp = procs.redis(cpu=client_cpu, aof=not args.no_aof)
+        rp = procs.redis(cpu=client_cpu, aof=not args.no_aof, rewrite=impl == "rewriting")
         client = redis.Redis.from_url(rp.url)
-        if impl in ("ours", "previous"):
+        if impl in ("ours", "previous", "rewriting"):
             server = procs.service(
                 rp.url, cpu=server_cpu, extra_env={"ATP_LOG_LEVEL": "warning"},
                 code_dir=args.previous_dir if impl == "previous" else None,
@@ -181,6 +188,7 @@ def one_run(
         base = [str(args.skus), str(args.locations), TOKEN]
         tag = f"{nonce}{rep}{impl[0]}{c}"
         warm = run_wrk(url(server, "/"), script, [tag + "w", *base], c, warmup_s, client_cpu)
+        aof_before = aof_facts(client)
         res = run_wrk(
             url(server, "/"),
             script,
@@ -191,6 +199,7 @@ def one_run(
             watch={"server": server.pid, "redis": rp.proc.pid},
         )
         server.check()
+        aof = aof_window(aof_before, aof_facts(client), res.requests)
         check = settled_check(client, impl)
         client.close()
     if check:
@@ -203,9 +212,31 @@ def one_run(
     log(
         f"reserve {impl:7s} c={c} rep={rep}: {res.rps:,.0f} holds/s p50={res.p50_us:,.0f}µs "
         f"p99={res.p99_us:,.0f}µs errors={sum(res.errors.values())} "
-        f"cpu={res.extra['cpu_us_per_req_server']:.0f}µs/req check={check}"
+        f"cpu={res.extra['cpu_us_per_req_server']:.0f}µs/req aof={aof} check={check}"
     )
-    return {"impl": impl, "c": c, "repeat": rep, **res.as_json(), "check": check}
+    return {"impl": impl, "c": c, "repeat": rep, **res.as_json(), "check": check, "aof": aof}
+
+
+def aof_facts(client: redis.Redis) -> dict[str, int]:
+    info: dict[str, Any] = {**client.info("persistence"), **client.info("stats")}
+    return {
+        k: int(info.get(k) or 0)
+        for k in ("aof_enabled", "aof_rewrites", "aof_rewrite_in_progress", "aof_current_size",
+                  "latest_fork_usec")
+    }  # fmt: skip
+
+
+def aof_window(before: dict[str, int], after: dict[str, int], holds: int) -> dict[str, Any]:
+    """AOF rewrites started in the measured run, the last fork's pause, and the AOF bytes a
+    hold appends (only where no rewrite reset the file's size meanwhile)."""
+    rewrites = after["aof_rewrites"] - before["aof_rewrites"] + after["aof_rewrite_in_progress"]
+    grown = after["aof_current_size"] - before["aof_current_size"]
+    return {
+        "rewrites": rewrites,
+        "fork_ms": after["latest_fork_usec"] / 1000 if rewrites else None,
+        "bytes_per_hold": round(grown / holds) if after["aof_enabled"] and holds and
+        not rewrites else None,
+    }  # fmt: skip
 
 
 # One script call per request, like a hold (the real reserve.lua does more work per call).
@@ -252,7 +283,8 @@ def plot(
         for impl in impls:
             labels.append(f"{impl}\nc={s['c']}")
             values.append(s[impl]["rps"])
-    colors = {"ours": "tab:blue", "naive": "tab:orange", "ceiling": "0.7", "previous": "tab:cyan"}
+    colors = {"ours": "tab:blue", "naive": "tab:orange", "ceiling": "0.7", "previous": "tab:cyan",
+              "rewriting": "tab:purple"}  # fmt: skip
     ax.bar(range(len(values)), values, color=[colors[lb.split()[0]] for lb in labels])
     for x, v in enumerate(values):
         ax.annotate(f"{v:,.0f}", (x, v), ha="center", va="bottom", fontsize=8)
@@ -289,6 +321,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     use_ref(args.ref, args.code_dir)
     impls: tuple[str, ...] = IMPLS
+    if args.no_aof:  # nothing to rewrite
+        impls = tuple(i for i in IMPLS if i != "rewriting")
     args.previous_dir = None
     if args.versus:
         args.previous_dir, previous_desc = export_ref(args.versus)
@@ -298,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.versus_python_speed_ms = interpreter_speed_ms(args.versus_python)
         log(f"previous: on {args.versus_python} (speed index {args.versus_python_speed_ms} ms)")
     if args.versus or args.versus_python:
-        impls = (*IMPLS, "previous")
+        impls = (*impls, "previous")
     previous = " on ".join(x for x in (args.versus, args.versus_python) if x)
     if args.versus_python:
         previous += f" (speed index {args.versus_python_speed_ms} ms)"
@@ -336,6 +370,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "cpu_us": median([r["extra"]["cpu_us_per_req_server"] for r in rs]),
                 "redis_cpu_us": median([r["extra"]["cpu_us_per_req_redis"] for r in rs]),
                 "errors": sum(sum(r["errors"].values()) for r in rs),
+                "aof_rewrites": sum(r.get("aof", {}).get("rewrites", 0) for r in rs),
+                "aof_bytes_per_hold": median(
+                    [
+                        r["aof"]["bytes_per_hold"]
+                        for r in rs
+                        if r.get("aof", {}).get("bytes_per_hold") is not None
+                    ]
+                    or [0]
+                ),
                 "checks_ok": all(r["check"].get("accounted", True) for r in rs),
             }
         s["ours_vs_naive"] = s["ours"]["rps"] / s["naive"]["rps"]
@@ -359,6 +402,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 o["rps"] >= 15_000,
             ),
             Target(f"hold p99, c={s['c']}", "<= 5 ms", fmt_us(o["p99_us"]), o["p99_us"] <= 5000),
+            *(
+                [
+                    Target(
+                        f"hold p99, c={s['c']}, Redis rewriting its AOF in the run (its defaults)",
+                        "report",
+                        f"{fmt_us(s['rewriting']['p99_us'])} ({s['rewriting']['aof_rewrites']} "
+                        f"rewrites in {repeats} runs; {s['rewriting']['rps']:,.0f} holds/s)",
+                        None,
+                    )
+                ]
+                if "rewriting" in s
+                else []
+            ),
             Target(
                 f"ours / naive throughput, c={s['c']}",
                 "report (> 1x expected)",
@@ -391,6 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "naive": "naive (1 EVALSHA / request)",
         "ceiling": "HTTP ceiling (no Redis)",
         "previous": f"previous (atp-service, {previous})",
+        "rewriting": "ours, Redis rewriting its AOF (default policy)",
     }
     rows = [
         [
@@ -403,6 +460,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fmt_us(s[impl]["p999_us"]),
             f"{s[impl]['cpu_us']:.0f}",
             f"{s[impl]['redis_cpu_us']:.0f}" if impl != "ceiling" else "",
+            f"{s[impl]['aof_bytes_per_hold']:,.0f}" if s[impl]["aof_bytes_per_hold"] else "",
+            s[impl]["aof_rewrites"] if impl != "ceiling" else "",
             s[impl]["rps_range"],
         ]
         for s in summary
@@ -418,6 +477,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "p99.9",
         "server CPU µs/hold",
         "redis CPU µs/hold",
+        "AOF bytes/hold",
+        "AOF rewrites",
         "holds/s min..max",
     ]
     run_rows = [
@@ -431,13 +492,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             r["check"].get("reservations_stored", ""),
             r["check"].get("units_held", ""),
             {True: "ok", False: "MISMATCH", None: ""}[r["check"].get("accounted")],
+            r.get("aof", {}).get("rewrites", ""),
+            "" if r.get("aof", {}).get("fork_ms") is None else f"{r['aof']['fork_ms']:.1f}",
         ]
         for r in runs
     ]
     body = (
         "## Results (median of repeats)\n\n"
         + md_table(headers, rows)
-        + "\nCPU µs/hold = process utime+stime over the measured run / responses.\n"
+        + "\nCPU µs/hold = process utime+stime over the measured run / responses. AOF "
+        "bytes/hold = growth of Redis's `aof_current_size` over the measured run / responses "
+        "(runs without a rewrite). AOF rewrites = rewrites started in the measured runs.\n"
         + "\n### Every run\n\n"
         + md_table(
             [
@@ -450,6 +515,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "reservations stored",
                 "units held",
                 "check",
+                "AOF rewrites",
+                "last fork (ms)",
             ],
             run_rows,
         )
@@ -463,7 +530,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "- HTTP ceiling: `benchmarks/baseline_bare.py` (aiohttp, reads and parses the body, "
         "answers a constant 201 reply of the same shape; no Redis): what one core can do for "
         "this POST at all\n"
-        f"- Fresh redis-server (AOF {'off' if args.no_aof else 'everysec'}) and server per "
+        f"- Fresh redis-server (AOF {'off' if args.no_aof else 'everysec'}; no AOF rewrite "
+        "but in the rewriting row) and server per "
         f"run; server `taskset -c {server_cpu}`, wrk (`-t 1`) and redis-server "
         f"`taskset -c {client_cpu}`; {repeats} repeat(s) x {duration:g}s after {warmup_s:g}s "
         "warm-up, implementations alternating\n"
@@ -497,6 +565,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "skus": args.skus,
             "locations": args.locations,
             "aof": not args.no_aof,
+            "aof_rewrite": "only in the 'rewriting' runs (Redis's default policy)",
             "server_cpu": server_cpu,
             "client_cpu": client_cpu,
             "wrk_threads": 1,
