@@ -16,7 +16,7 @@ from ..inventory import ALLOCATED, FLAG_GAP, FLAGS, ON_HAND, PENDING, SAFETY, SE
 from .endpoint import JSON_HEADERS, json_response, read_json
 from .response import FastResponse
 
-MEMO_MAX = 100_000  # memoised bodies kept (~0.7 KB each); cleared when full
+MEMO_MAX = 100_000  # memoised bodies kept (~0.8 KB each: ~80 MB at most); cleared when full
 
 
 class Availability:
@@ -66,7 +66,10 @@ class Availability:
         if fresh:
             if len(self.memo) >= MEMO_MAX:
                 self.memo.clear()
-            self.memo[sku] = (version, body)
+            # A copy: the bytes orjson returns keep its whole output buffer (4.3 KB resident
+            # per memoised 0.5 KB body, against 0.8 KB for a copy, measured with orjson 3.13):
+            # a full memo would hold ~430 MB instead of ~80 MB.
+            self.memo[sku] = (version, bytes(memoryview(body)))
         return FastResponse(body=body, headers=JSON_HEADERS)
 
     def _filtered(self, request: web.Request, locs: dict[str, int]) -> list[str]:
