@@ -18,6 +18,7 @@ from typing import Any
 
 SCOPES = frozenset({"availability:read", "reservations:write", "events:write", "admin"})
 PRIORITIES = ("checkout", "sales", "background")
+MAX_HOLD_QUOTA = 10**12
 
 
 class ConfigError(ValueError):
@@ -26,11 +27,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """One caller: the SHA-256 of its secret (never the secret) and its scopes."""
+    """One caller: the SHA-256 of its secret (never the secret), its scopes, and its own cart-
+    hold quota (``hold_quota=N`` in its entry; ``None``: ``ATP_HOLD_QUOTA``'s)."""
 
     digest: str
     scopes: frozenset[str]
     name: str
+    hold_quota: int | None = None
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
@@ -221,7 +224,7 @@ class Settings:
             dev_key=dev_key,
             location_groups=parse_location_groups(get("ATP_LOCATION_GROUPS") or ""),
             low_stock=_int("ATP_LOW_STOCK", get("ATP_LOW_STOCK"), 5, 0, 10**9),
-            hold_quota=_int("ATP_HOLD_QUOTA", get("ATP_HOLD_QUOTA"), 0, 0, 10**12),
+            hold_quota=_int("ATP_HOLD_QUOTA", get("ATP_HOLD_QUOTA"), 0, 0, MAX_HOLD_QUOTA),
             gap_window=_positive_float("ATP_GAP_WINDOW", get("ATP_GAP_WINDOW"), 2.0),
             kafka_lag_bound=_int(
                 "ATP_KAFKA_LAG_BOUND", get("ATP_KAFKA_LAG_BOUND"), 10_000, 0, 10**12
@@ -246,7 +249,8 @@ def _digest(secret: str) -> str:
 
 
 def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
-    """``secret:scope,scope;secret2:*``; a secret of the form ``sha256=<hex>`` is a stored hash."""
+    """``secret:scope,scope;secret2:*``; a secret of the form ``sha256=<hex>`` is a stored hash.
+    Among the scopes, ``hold_quota=N`` gives the key a cart-hold quota of its own (0: none)."""
     keys: list[ApiKey] = []
     for index, entry in enumerate(p.strip() for p in raw.split(";")):
         if not entry:
@@ -256,8 +260,16 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
         if not sep or not secret or not scopes_raw:
             raise ConfigError(f"ATP_API_KEYS entry {index + 1}: expected secret:scope[,scope]")
         scopes: set[str] = set()
+        quota: int | None = None
         for scope in (s.strip() for s in scopes_raw.split(",")):
-            if scope == "*":
+            if scope.startswith("hold_quota="):
+                if quota is not None:
+                    raise ConfigError(f"ATP_API_KEYS entry {index + 1}: hold_quota given twice")
+                quota = _int(
+                    f"ATP_API_KEYS entry {index + 1} hold_quota",
+                    scope.removeprefix("hold_quota="), 0, 0, MAX_HOLD_QUOTA,
+                )  # fmt: skip
+            elif scope == "*":
                 scopes |= SCOPES
             elif scope in SCOPES:
                 scopes.add(scope)
@@ -269,7 +281,9 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
                 raise ConfigError(f"ATP_API_KEYS entry {index + 1}: bad sha256 digest")
         else:
             digest = _digest(secret)
-        keys.append(ApiKey(digest, frozenset(scopes), f"key{index + 1}"))
+        if not scopes:
+            raise ConfigError(f"ATP_API_KEYS entry {index + 1}: no scope")
+        keys.append(ApiKey(digest, frozenset(scopes), f"key{index + 1}", quota))
     if not keys:
         raise ConfigError("ATP_API_KEYS holds no key")
     return tuple(keys)

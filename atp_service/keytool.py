@@ -29,9 +29,12 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
+QUOTA = "hold_quota="
+
+
 def entry(secret: str, scopes: str) -> str:
-    """The ``ATP_API_KEYS`` entry for ``secret`` with ``scopes`` (``a,b`` or ``*``), checked by
-    parsing it back with the service's own parser."""
+    """The ``ATP_API_KEYS`` entry for ``secret`` with ``scopes`` (``a,b`` or ``*``, and
+    optionally ``hold_quota=N``), checked by parsing it back with the service's own parser."""
     if not secret or secret != secret.strip():
         raise ConfigError("the secret must be non-empty, without leading or trailing spaces")
     if FORBIDDEN & set(secret):
@@ -39,7 +42,7 @@ def entry(secret: str, scopes: str) -> str:
     if secret.startswith("sha256="):
         raise ConfigError("the secret may not start with 'sha256=' (that marks a stored digest)")
     wanted = [s.strip() for s in scopes.split(",") if s.strip()]
-    unknown = [s for s in wanted if s != "*" and s not in SCOPES]
+    unknown = [s for s in wanted if s != "*" and s not in SCOPES and not s.startswith(QUOTA)]
     if not wanted or unknown:
         raise ConfigError(f"unknown scope {unknown[0]!r}" if unknown else "give at least one scope")
     line = f"sha256={hashlib.sha256(secret.encode()).hexdigest()}:{','.join(wanted)}"
@@ -59,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scopes",
         default="availability:read",
         help=f"comma-separated scopes ({', '.join(sorted(SCOPES))}) or '*' for all "
-        "(default: availability:read)",
+        "(default: availability:read); add hold_quota=N for the key's own cart-hold quota",
     )
 
 

@@ -137,17 +137,22 @@ class Ledger:
         return int(self.clock() * 1000)
 
     async def reserve(
-        self, req: ReservationRequest, owner: str, trace: Context | None = None
+        self,
+        req: ReservationRequest,
+        owner: str,
+        trace: Context | None = None,
+        quota: int | None = None,
     ) -> tuple[bool, dict[str, Any]]:
         """Hold all lines or none. Returns (created, reservation view). ``trace`` (the request
         id and traceparent of the creating request) is saved with the reservation, in the same
-        step, for its ERP calls.
+        step, for its ERP calls. ``quota``: the owner's cart-hold quota, if it has one of its
+        own (else ``ATP_HOLD_QUOTA``'s).
 
         Raises InsufficientStock (409), IdempotencyConflict (409), Throttled (429)."""
         lines = req.lines
         budget = self.max_backlog[req.priority] if self.mode == "erp" else -1
         now = self.now_ms()
-        command = self.reserve_command(req, owner, trace, now, budget)
+        command = self.reserve_command(req, owner, trace, now, budget, quota)
         reply = await self.store.run_packed(command)
         tag = reply[0]
         if tag == b"created":
@@ -176,12 +181,13 @@ class Ledger:
             )
         if tag == b"quota":
             held = int(reply[1])
+            limit = self.hold_quota if quota is None else quota
             raise HoldQuotaExceeded(
                 f"this API key holds {held} units in uncommitted cart holds; this hold of "
                 f"{sum(line.qty for line in lines)} more would pass its quota of "
-                f"{self.hold_quota}: commit or release a hold first, or wait for one to expire",
+                f"{limit}: commit or release a hold first, or wait for one to expire",
                 held=held,
-                quota=self.hold_quota,
+                quota=limit,
             )
         if tag == b"busy":
             backlog = int(reply[1])
@@ -194,7 +200,13 @@ class Ledger:
         raise RuntimeError(f"unexpected reserve reply {tag!r}")
 
     def reserve_command(
-        self, req: ReservationRequest, owner: str, trace: Context | None, now: int, budget: int
+        self,
+        req: ReservationRequest,
+        owner: str,
+        trace: Context | None,
+        now: int,
+        budget: int,
+        quota: int | None = None,
     ) -> bytes:
         """``reserve.lua``'s EVALSHA in RESP (equal to :func:`pack` of its arguments, which
         tests/test_holds.py checks)."""
@@ -213,7 +225,7 @@ class Ledger:
                 len(rid_b), rid_b, len(fp), fp, len(req.priority), req.priority.encode(),
                 len(hold), hold, len(now_b), now_b, self._mode_b, len(budget_b), budget_b,
                 len(owner_b), owner_b, len(req_id), req_id, len(parent), parent,
-                self._quota_b,
+                self._quota_b if quota is None else bulk(b"%d" % quota),
             )
         ]  # fmt: skip
         for line in req.lines:

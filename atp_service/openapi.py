@@ -555,7 +555,8 @@ def _schemas() -> Json:
                     "int64",
                 ),
                 "quota": _int(
-                    "hold-quota-exceeded only: the most units it may hold (ATP_HOLD_QUOTA).",
+                    "hold-quota-exceeded only: the most units it may hold (ATP_HOLD_QUOTA, or "
+                    "its key's own hold_quota).",
                     10,
                     1,
                     None,
@@ -1022,7 +1023,8 @@ def _paths() -> Json:
                 "once durable. The same id with the same body again is 200 with the current "
                 "state; with another body, 409 idempotency-conflict. A short request is 409 "
                 "insufficient-stock listing only the short lines; stock is checked before the "
-                "ERP budget (429). With ATP_HOLD_QUOTA set, a cart hold that would take its "
+                "ERP budget (429). With a hold quota set (ATP_HOLD_QUOTA, or the key's own "
+                "hold_quota in ATP_API_KEYS), a cart hold that would take its "
                 "API key's units in uncommitted cart holds past the quota is 409 "
                 "hold-quota-exceeded (with `held` and `quota`); committing, releasing or "
                 "expiring a hold gives its units back. " + id_rule,

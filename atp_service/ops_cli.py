@@ -442,20 +442,27 @@ def reservations(client: Any, status: str | None, older_than: float, limit: int)
 def holds(client: Any, settings: Settings) -> str:
     """Units per API key in uncommitted cart holds (``keys.HELD``), most first."""
     names = {owner_of(k): k.name for k in settings.api_keys}
-    quota = settings.hold_quota
+    default = settings.hold_quota
+    quotas = {owner_of(k): k.hold_quota for k in settings.api_keys if k.hold_quota is not None}
     rows = sorted(
         ((int(units), owner.decode()) for owner, units in client.hgetall(keys.HELD).items()),
         reverse=True,
     )
-    limit = f"{quota} units per key" if quota else "not set here (no limit, nothing counted)"
-    head = f"{len(rows)} API key(s) with units in uncommitted cart holds; ATP_HOLD_QUOTA: {limit}"
+    limit = f"{default} units per key" if default else "not set here (no limit, nothing counted)"
+    own = f"; {len(quotas)} key(s) with a quota of their own" if quotas else ""
+    head = (
+        f"{len(rows)} API key(s) with units in uncommitted cart holds; ATP_HOLD_QUOTA: {limit}"
+        + own
+    )
     if not rows:
         return head
-    return head + "\n" + table(
-        ["KEY", "OWNER", "UNITS", "OF QUOTA"],
-        [[names.get(owner, "?"), owner or "-", units, f"{100 * units / quota:.0f}%" if quota
-          else "-"] for units, owner in rows],
-    )  # fmt: skip
+
+    out = []
+    for units, owner in rows:
+        quota = quotas.get(owner, default)
+        share = f"{100 * units / quota:.0f}%" if quota else "-"
+        out.append([names.get(owner, "?"), owner or "-", units, quota or "-", share])
+    return head + "\n" + table(["KEY", "OWNER", "UNITS", "QUOTA", "OF QUOTA"], out)
 
 
 # -- replay-dlq -------------------------------------------------------------------------------

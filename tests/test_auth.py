@@ -232,6 +232,13 @@ def test_parse_plain_and_star_keys() -> None:
     assert c.scopes == frozenset({"admin"}) and not c.allows(READ)
 
 
+def test_parse_a_key_quota() -> None:
+    a, b, c = parse_api_keys(f"a:{WRITE},hold_quota=7;b:hold_quota=0,*;c:{WRITE}")
+    assert a == ApiKey(sha256("a"), frozenset({WRITE}), "key1", 7)
+    assert b.hold_quota == 0 and b.scopes == SCOPES
+    assert c.hold_quota is None
+
+
 def test_parse_stored_hash_form() -> None:
     digest = sha256("s3cret-value")
     (lower,) = parse_api_keys(f"sha256={digest}:{READ}")
@@ -261,6 +268,12 @@ def test_parse_stored_hash_form() -> None:
         ("sha256=" + "g" * 64 + ":*", "bad sha256 digest"),
         ("sha256=" + "a" * 65 + ":*", "bad sha256 digest"),
         ("sha256=:*", "bad sha256 digest"),
+        ("a:*,hold_quota=x", "entry 1 hold_quota='x' is not an integer"),
+        ("a:*,hold_quota=-1", "entry 1 hold_quota=-1 is outside"),
+        ("a:*,hold_quota=", "entry 1 hold_quota='' is not an integer"),
+        ("a:*,hold_quota=1,hold_quota=2", "entry 1: hold_quota given twice"),
+        ("a:hold_quota=5", "entry 1: no scope"),
+        ("a:*,quota=5", "unknown scope 'quota=5'"),
     ],
 )
 def test_parse_bad_keys_raise(raw: str, message: str) -> None:

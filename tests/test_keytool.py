@@ -40,6 +40,13 @@ def test_generated_secret_and_entry(capsys: pytest.CaptureFixture[str]) -> None:
     assert "only this once" in err
 
 
+def test_entry_with_a_hold_quota(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--scopes", "reservations:write,hold_quota=500")
+    assert code == 0
+    (key,) = parse_api_keys(out["entry"])
+    assert key.scopes == {"reservations:write"} and key.hold_quota == 500
+
+
 def test_every_run_generates_a_new_secret(capsys: pytest.CaptureFixture[str]) -> None:
     secrets = {run(capsys)[1]["secret"] for _ in range(5)}
     assert len(secrets) == 5
@@ -77,6 +84,8 @@ def test_secret_from_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: Any)
         ("sha256=" + "0" * 64, "*", "sha256="),
         ("fine", "availability:write", "unknown scope"),
         ("fine", ",", "at least one scope"),
+        ("fine", "*,hold_quota=x", "not an integer"),
+        ("fine", "hold_quota=5", "no scope"),
     ],
 )
 def test_refused(

@@ -260,12 +260,20 @@ def test_holds_by_api_key(
     assert lines[0] == (
         "2 API key(s) with units in uncommitted cart holds; ATP_HOLD_QUOTA: 10 units per key"
     )
-    assert cells(lines[1]) == ["KEY", "OWNER", "UNITS", "OF QUOTA"]
+    assert cells(lines[1]) == ["KEY", "OWNER", "UNITS", "QUOTA", "OF QUOTA"]
     write, admin = cells(lines[2]), cells(lines[3])
     # keys are named by their place in ATP_API_KEYS: test-write is the third
-    assert (write[0], write[2], write[3]) == ("key3", "7", "70%")
-    assert (admin[0], admin[2], admin[3]) == ("key1", "2", "20%")
+    assert (write[0], write[2], write[3], write[4]) == ("key3", "7", "10", "70%")
+    assert (admin[0], admin[2], admin[3], admin[4]) == ("key1", "2", "10", "20%")
     assert re.fullmatch(r"[0-9a-f]{16}", write[1])
+
+    # A key with a quota of its own (hold_quota=N in its entry) is shown against that.
+    monkeypatch.setenv("ATP_API_KEYS", KEYS.replace("test-write:", "test-write:hold_quota=28,"))
+    code, out, err = run(capsys, "holds")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith("10 units per key; 1 key(s) with a quota of their own")
+    assert cells(lines[2])[3:] == ["28", "25%"] and cells(lines[3])[3:] == ["10", "20%"]
 
     monkeypatch.setenv("ATP_API_KEYS", "other:*")  # those keys are not configured here
     code, out, _ = run(capsys, "holds")

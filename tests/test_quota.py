@@ -128,6 +128,35 @@ async def test_two_replicas_never_let_a_key_past_its_quota(
         assert (await r.json())["total_atp"] == 990
 
 
+async def test_a_key_with_a_quota_of_its_own(redis_proc: RedisProc) -> None:
+    """``hold_quota=N`` in a key's ATP_API_KEYS entry overrides ATP_HOLD_QUOTA for that key
+    (0: no limit); the other keys keep the default."""
+    c = await start_app(
+        redis_proc.url,
+        ATP_HOLD_QUOTA="2",
+        ATP_API_KEYS="test-admin:*;web:reservations:write,hold_quota=5;"
+        "rep:reservations:write;batch:hold_quota=0,reservations:write",
+    )
+    try:
+        events = [snapshot("Q", "DC1", 1, 100)]
+        assert (await c.post("/v1/events", json={"events": events}, headers=ADMIN)).status == 200
+        web, rep, batch = ({"Authorization": f"Bearer {k}"} for k in ("web", "rep", "batch"))
+        assert (await post(c, hold("w1", line(5)), web))[0] == 201
+        status, body = await post(c, hold("w2", line(1)), web)
+        assert status == 409 and body["held"] == 5 and body["quota"] == 5, body
+        assert "quota of 5" in body["detail"]
+        assert (await post(c, hold("r1", line(2)), rep))[0] == 201
+        status, body = await post(c, hold("r2", line(1)), rep)
+        assert status == 409 and body["held"] == 2 and body["quota"] == 2, body
+        for i in range(3):  # no limit, and nothing counted
+            assert (await post(c, hold(f"b{i}", line(10)), batch))[0] == 201
+        async with redis.from_url(redis_proc.url) as db:
+            held = sorted(int(v) for v in (await db.hgetall(keys.HELD)).values())
+        assert held == [2, 5]
+    finally:
+        await c.close()
+
+
 @pytest.mark.parametrize("raw", ["-1", "x", "1.5", str(10**13)])
 def test_a_bad_quota_setting_is_refused(raw: str) -> None:
     with pytest.raises(ConfigError, match="ATP_HOLD_QUOTA"):

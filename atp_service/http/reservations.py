@@ -42,7 +42,9 @@ class Reservations:
     async def create(self, request: web.Request, key: ApiKey | None) -> web.Response:
         req = decode.reservation_request(await read_json(request))
         try:
-            created, state = await self.ledger.reserve(req, owner_of(key), request.get(TRACE))
+            created, state = await self.ledger.reserve(
+                req, owner_of(key), request.get(TRACE), key.hold_quota if key else None
+            )
         except Unavailable as exc:
             self._count(req.priority, exc.slug)
             # The write may have reached Redis before the link failed: only a retry with the
