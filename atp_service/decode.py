@@ -148,11 +148,11 @@ def _reservation_checked(body: object) -> ReservationRequest:
     return request
 
 
-_ITEM_FIELDS = frozenset({"sku", "location", "group", "qty"})
+ITEM_FIELDS = frozenset({"sku", "location", "group", "qty"})
 
 
 Item = tuple[str, str | None, str | None, int]
-_ITEMS_ONLY = frozenset({"items"})
+ITEMS_ONLY = frozenset({"items"})
 
 
 def availability_items(body: object) -> list[Item]:
@@ -164,7 +164,7 @@ def availability_items(body: object) -> list[Item]:
 def _items_fast(body: object) -> list[Item] | None:
     """The common, valid batch without a JSON pointer per item; ``None`` at the first doubt
     (then :func:`_items_checked` answers, with its precise error)."""
-    if type(body) is not dict or body.keys() != _ITEMS_ONLY:
+    if type(body) is not dict or body.keys() != ITEMS_ONLY:
         return None
     raw_items = body["items"]
     if type(raw_items) is not list or not 0 < len(raw_items) <= MAX_BATCH_ITEMS:
@@ -173,7 +173,7 @@ def _items_fast(body: object) -> list[Item] | None:
     out: list[Item] = []
     for raw in raw_items:
         # (issuperset walks the dict's keys: ~0.05 µs an item cheaper than keys() <= ...)
-        if type(raw) is not dict or not _ITEM_FIELDS.issuperset(raw):
+        if type(raw) is not dict or not ITEM_FIELDS.issuperset(raw):
             return None
         sku = raw.get("sku")
         loc = raw.get("location")
@@ -197,12 +197,12 @@ def _items_fast(body: object) -> list[Item] | None:
 def _items_checked(body: object) -> list[Item]:
     """Every rule, each with its own error (the fast path's answers must equal these)."""
     obj = _obj(body, "")
-    _no_extra(obj, _ITEMS_ONLY, "")
+    _no_extra(obj, ITEMS_ONLY, "")
     items = []
     for i, raw in enumerate(_list(obj.get("items"), "/items", MAX_BATCH_ITEMS)):
         p = f"/items/{i}"
         item = _obj(raw, p)
-        _no_extra(item, _ITEM_FIELDS, p)
+        _no_extra(item, ITEM_FIELDS, p)
         sku = identifier(item.get("sku"), p + "/sku")
         loc = item.get("location")
         group = item.get("group")

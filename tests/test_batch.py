@@ -6,11 +6,14 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atp_service import decode
 from atp_service.cache import Cache
 from atp_service.decode import Item
+from atp_service.errors import AtpError
 from atp_service.http.availability import Availability
 from atp_service.inventory import (
     ALLOCATED,
@@ -61,11 +64,17 @@ async def _expected(client: Any, item: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _check(client: Any) -> dict[str, Any]:
-    r = await client.post("/v1/availability", json={"items": ITEMS}, headers=ADMIN)
-    assert r.status == 200, await r.text()
-    body = await r.json()
-    assert body["items"] == [await _expected(client, item) for item in ITEMS]
-    return body  # type: ignore[no-any-return]
+    """ITEMS (groups: the general path), then its items without a group (the encoded path,
+    Availability.batch_bytes, with its per-item memo), against single lookups."""
+    first: dict[str, Any] = {}
+    for items in (ITEMS, [i for i in ITEMS if "group" not in i]):
+        r = await client.post("/v1/availability", json={"items": items}, headers=ADMIN)
+        assert r.status == 200, await r.text()
+        body = await r.json()
+        assert body["items"] == [await _expected(client, item) for item in items]
+        first = first or body
+        assert body["stale"] == first["stale"]
+    return first
 
 
 async def test_batch_agrees_with_single_lookups_through_changes(app_client: Any) -> None:
@@ -155,3 +164,72 @@ def test_batch_answer_matches_a_model(
                 item.update(atp=atp, available=atp >= qty, status=status)
             want_items.append(item)
         assert got == {"items": want_items, "stale": stale}
+
+
+# The encoded fast path (Availability.batch_bytes) against the general one (decode + answer +
+# orjson), through changes of the records between calls (its per-item memo must follow every
+# one), on bodies that are valid or carry one kind of bad item.
+def _record(cache: Cache, ver: int, rec: tuple[int, ...]) -> None:
+    s, loc, on_hand, allocated, safety, pending, flags = rec
+    values = [0] * 8
+    values[ON_HAND], values[ALLOCATED], values[SAFETY] = on_hand, allocated, safety
+    values[PENDING], values[FLAGS], values[VER] = pending, flags, ver
+    cache.apply(f"S{s}|L{loc}", struct.pack(RECORD_FORMAT, *values))
+
+
+_raw_item = st.fixed_dictionaries(
+    {"sku": st.sampled_from(["S0", "S1", "S2", "S9"])},
+    optional={
+        "location": st.sampled_from([None, "L0", "L1", "L3", "L9"]),
+        "qty": st.sampled_from([None, 1, 2, 7, 12, 40]),
+    },
+)
+_bad_item = st.sampled_from([
+    {"sku": "bad id"}, {"sku": "S0", "location": "L 0"}, {"sku": 7}, {"sku": "S0", "qty": 0},
+    {"sku": "S0", "qty": True}, {"sku": "S0", "qty": 1.0}, {"sku": "S0", "qty": 10**10},
+    {"sku": "S0", "colour": "red"}, {"sku": "S0", "group": "G1"}, {"sku": "S0", "group": "G7"},
+    {"sku": "S0", "location": "L0", "group": "G1"}, {"sku": "S0", "location": 3}, "S0",
+    {"sku": ["S0"]}, {"sku": {"S0": 1}}, {"sku": "S0", "location": ["L0"]}, {"sku": None},
+    {"sku": "S0", "group": None}, {"sku": True}, {"location": "L0"}, {"sku": "S0", "qty": -1},
+])  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    phases=st.lists(_records, min_size=1, max_size=4),
+    items=st.lists(_raw_item, min_size=1, max_size=12),
+    bad=st.none() | st.tuples(st.integers(0, 11), _bad_item),
+    fresh=st.booleans(),
+)
+def test_encoded_batch_equals_the_general_answer(
+    phases: list[list[tuple[int, ...]]],
+    items: list[Any],
+    bad: tuple[int, Any] | None,
+    fresh: bool,
+) -> None:
+    if bad is not None:
+        items = [*items]
+        items.insert(bad[0] % (len(items) + 1), bad[1])
+    body = {"items": items}
+    cache = Cache(capacity=2)
+    lookups = Availability(cache, _GROUPS, 5, lambda: fresh)
+    ver = 0
+    for records in phases:  # records change between answers: the memo must follow
+        for rec in records:
+            ver += 1
+            _record(cache, ver, rec)
+        got = lookups.batch_bytes(orjson.loads(orjson.dumps(body)))
+        try:
+            want = orjson.dumps(lookups.answer(decode.availability_items(body)))
+        except AtpError:
+            want = None
+        if bad is None:
+            assert got is not None  # the common body takes the fast path
+        if got is not None:
+            assert got == want
+        elif bad is None or bad[1] not in _GROUPED:
+            assert want is None  # only a bad body (or one with a group) falls back
+
+
+# valid items the encoded path leaves to answer()
+_GROUPED = [{"sku": "S0", "group": "G1"}, {"sku": "S0", "group": None}]

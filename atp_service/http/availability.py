@@ -12,10 +12,12 @@ from .. import decode
 from ..cache import Cache
 from ..config import ApiKey
 from ..errors import BadRequest, NotFound, UnknownGroup
-from ..inventory import ALLOCATED, FLAG_GAP, FLAGS, ON_HAND, PENDING, SAFETY, SEQ
+from ..inventory import ALLOCATED, FLAG_GAP, FLAGS, MAX_QTY, ON_HAND, PENDING, SAFETY, SEQ
 from .endpoint import JSON_HEADERS, json_response, read_json
 from .response import FastResponse
 
+Fragment = tuple[int, bytes, bytes, int, bool]
+_PLAIN_ITEM = frozenset({"sku", "location", "qty"})
 MEMO_MAX = 100_000  # memoised bodies kept (~0.8 KB each: ~80 MB at most); cleared when full
 
 
@@ -33,6 +35,8 @@ class Availability:
         self.fresh = fresh
         self.memo: dict[str, tuple[int, bytes]] = {}  # sku -> (cache version, encoded body)
         self.totals: dict[str, tuple[int, int, bool]] = {}  # sku -> (version, total ATP, gap)
+        # (sku, location or None) -> its batch item encoded (see :meth:`batch_bytes`)
+        self.items: dict[tuple[str, str | None], Fragment] = {}
 
     def _status(self, atp: int) -> str:
         if atp <= 0:
@@ -117,10 +121,90 @@ class Availability:
         return {"sku": sku, "total_atp": total, "stale": stale, "locations": out}
 
     async def batch(self, request: web.Request, _key: ApiKey | None) -> web.Response:
-        return json_response(self.answer(decode.availability_items(await read_json(request))))
+        body = await read_json(request)
+        encoded = self.batch_bytes(body)
+        if encoded is not None:
+            return FastResponse(body=encoded, headers=JSON_HEADERS)
+        return json_response(self.answer(decode.availability_items(body)))
+
+    def batch_bytes(self, body: object) -> bytes | None:
+        """The batch answer, encoded, for the common body: every item a valid ``sku`` with a
+        ``location`` or alone (whole sku), no ``group``. ``None`` at the first doubt (an
+        invalid item, a group): then :func:`decode.availability_items` and :meth:`answer`
+        answer, with their precise errors. Equal to ``orjson.dumps(answer(...))`` (tests/
+        test_batch.py checks it).
+
+        Each (sku, location) item's encoding is memoised, in both its ``available`` forms,
+        until any row of the sku changes (``cache.version``), so a repeated item costs a
+        dict hit and no validation (only valid identifiers are memoised) or encoding. Measured
+        on the benchmark's 100-item body, 35 µs with ``orjson.loads``, against 58 µs through
+        ``decode.availability_items``, :meth:`answer` and ``orjson.dumps`` (in-process)."""
+        if type(body) is not dict or body.keys() != decode.ITEMS_ONLY:
+            return None
+        raw_items = body["items"]
+        if type(raw_items) is not list or not 0 < len(raw_items) <= decode.MAX_BATCH_ITEMS:
+            return None
+        cache = self.cache
+        changed_at = cache.changed_at
+        bulk_at = cache.bulk_at
+        memo = self.items
+        fields = _PLAIN_ITEM  # an item with a group key (even null) goes the general way
+        qmax = MAX_QTY
+        out: list[bytes] = []
+        gap = False
+        try:
+            for raw in raw_items:
+                if type(raw) is not dict or not fields.issuperset(raw):
+                    return None
+                sku: Any = raw.get("sku")
+                loc: Any = raw.get("location")
+                qty = raw.get("qty")
+                if qty is None:
+                    qty = 1
+                elif type(qty) is not int or not 1 <= qty <= qmax:
+                    return None
+                # No type checks on sku and location: a memoised key is two valid identifiers
+                # (so a hit is one), _fragment refuses anything else, and an unhashable value
+                # (a list, an object) raises TypeError here.
+                version = changed_at.get(sku, bulk_at)
+                item = memo.get((sku, loc))
+                if item is None or item[0] != version:
+                    item = self._fragment(sku, loc, version)
+                    if item is None:
+                        return None
+                out.append(item[1] if item[3] >= qty else item[2])
+                if item[4]:
+                    gap = True
+        except TypeError:
+            return None
+        tail = b'],"stale":true}' if gap or not self.fresh() else b'],"stale":false}'
+        return b'{"items":[' + b",".join(out) + tail
+
+    def _fragment(self, sku: object, loc: object, version: int) -> Fragment | None:
+        """(version, encoded item if available, if not, ATP to compare qty with (-1: unknown),
+        stale), memoised; ``None`` for an invalid identifier (not memoised)."""
+        if type(sku) is not str or not decode.is_identifier(sku):
+            return None
+        if loc is not None and (type(loc) is not str or not decode.is_identifier(loc)):
+            return None
+        (answer,), gap = self._answer([(sku, loc, None, 1)])
+        atp = answer["atp"] if answer["status"] != "unknown" else -1
+        answer["available"] = True
+        yes = bytes(memoryview(orjson.dumps(answer)))  # right-sized copies (see MEMO_MAX)
+        answer["available"] = False
+        no = bytes(memoryview(orjson.dumps(answer)))
+        if len(self.items) >= MEMO_MAX:
+            self.items.clear()
+        item = self.items[(sku, loc)] = (version, yes, no, atp, gap)
+        return item
 
     def answer(self, items: list[decode.Item]) -> dict[str, Any]:
-        """The batch answer for decoded items, in one pass. A location's ATP is read straight
+        out, gap = self._answer(items)
+        return {"items": out, "stale": gap or not self.fresh()}
+
+    def _answer(self, items: list[decode.Item]) -> tuple[list[dict[str, Any]], bool]:
+        """The batch answer's items for decoded items, in one pass, and whether any of them
+        reads a seq gap. A location's ATP is read straight
         from its record; a whole-sku total from a memo kept until any row of the sku changes
         (``cache.version``). Measured on the benchmark's 100-item body: 39 µs, against 61 µs
         for two passes around one vectorised ATP step (numpy's ~9 µs fixed cost per call
@@ -179,4 +263,4 @@ class Availability:
                 status = "out_of_stock" if atp <= 0 else "low_stock" if atp <= low else "in_stock"
                 item["atp"], item["available"], item["status"] = atp, atp >= qty, status
             out.append(item)
-        return {"items": out, "stale": gap or not self.fresh()}
+        return out, gap
