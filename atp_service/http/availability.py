@@ -145,16 +145,17 @@ class Availability:
         if type(raw_items) is not list or not 0 < len(raw_items) <= decode.MAX_BATCH_ITEMS:
             return None
         cache = self.cache
-        changed_at = cache.changed_at
+        version_of = cache.changed_at.get
         bulk_at = cache.bulk_at
-        memo = self.items
-        fields = _PLAIN_ITEM  # an item with a group key (even null) goes the general way
+        memoised = self.items.get
+        plain = _PLAIN_ITEM.issuperset  # an item with a group key (even null) goes the general way
         qmax = MAX_QTY
         out: list[bytes] = []
+        append = out.append
         gap = False
         try:
             for raw in raw_items:
-                if type(raw) is not dict or not fields.issuperset(raw):
+                if type(raw) is not dict or not plain(raw):
                     return None
                 sku: Any = raw.get("sku")
                 loc: Any = raw.get("location")
@@ -166,13 +167,13 @@ class Availability:
                 # No type checks on sku and location: a memoised key is two valid identifiers
                 # (so a hit is one), _fragment refuses anything else, and an unhashable value
                 # (a list, an object) raises TypeError here.
-                version = changed_at.get(sku, bulk_at)
-                item = memo.get((sku, loc))
+                version = version_of(sku, bulk_at)
+                item = memoised((sku, loc))
                 if item is None or item[0] != version:
                     item = self._fragment(sku, loc, version)
                     if item is None:
                         return None
-                out.append(item[1] if item[3] >= qty else item[2])
+                append(item[1] if item[3] >= qty else item[2])
                 if item[4]:
                     gap = True
         except TypeError:
