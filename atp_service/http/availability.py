@@ -205,11 +205,11 @@ class Availability:
 
     def _answer(self, items: list[decode.Item]) -> tuple[list[dict[str, Any]], bool]:
         """The batch answer's items for decoded items, in one pass, and whether any of them
-        reads a seq gap. A location's ATP is read straight
-        from its record; a whole-sku total from a memo kept until any row of the sku changes
-        (``cache.version``). Measured on the benchmark's 100-item body: 39 µs, against 61 µs
-        for two passes around one vectorised ATP step (numpy's ~9 µs fixed cost per call
-        outweighs its per-row gain at this size)."""
+        reads a seq gap. A location's ATP is read straight from its record; a whole-sku
+        total from a memo kept until any row of the sku changes (``cache.version``). Measured
+        on the benchmark's 100-item body: 39 µs, against 61 µs for two passes around one
+        vectorised ATP step (numpy's ~9 µs fixed cost per call outweighs its per-row gain at
+        this size)."""
         cache = self.cache
         by_sku = cache.by_sku
         changed_at = cache.changed_at
