@@ -142,6 +142,18 @@ def _routes(app: web.Application, svc: Service) -> None:
         return tailer.fresh and (feed is None or feed.fresh)
 
     lookups = Availability(svc.cache, svc.settings.location_groups, svc.settings.low_stock, fresh)
+    svc.metrics.live(
+        lambda: {
+            "atp_lookup_memo_entries": (
+                "Encoded single-sku answers kept (cleared at 100,000; ~0.8 KB each)",
+                len(lookups.memo),
+            ),
+            "atp_batch_memo_entries": (
+                "Encoded batch items kept (cleared at 100,000; ~0.6 KB each)",
+                len(lookups.items),
+            ),
+        }
+    )
     res = Reservations(svc.ledger, svc.ingest, svc.metrics)
 
     def ready_first(handler: RouteHandler) -> RouteHandler:

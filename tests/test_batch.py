@@ -100,6 +100,12 @@ async def test_batch_agrees_with_single_lookups_through_changes(app_client: Any)
     # a release gives the stock back
     assert (await c.delete("/v1/reservations/b-1", headers=ADMIN)).status == 200
     assert (await _check(c))["items"][0]["atp"] == 2 + 4 + 7 + 3
+    # /metrics shows how full both memos are: A and B read whole (single lookups), and the
+    # batch's distinct (sku, location) items without a group
+    text = await (await c.get("/metrics")).text()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    assert float(samples["atp_lookup_memo_entries"]) == 2
+    assert float(samples["atp_batch_memo_entries"]) == 6
 
 
 async def test_an_unknown_group_is_refused_even_for_an_unknown_sku(app_client: Any) -> None:
