@@ -19,6 +19,7 @@ from typing import Any
 SCOPES = frozenset({"availability:read", "reservations:write", "events:write", "admin"})
 PRIORITIES = ("checkout", "sales", "background")
 MAX_HOLD_QUOTA = 10**12
+HOLD_QUOTA_SCOPE = "hold_quota="  # an ATP_API_KEYS scope-list item: the key's own quota
 
 
 class ConfigError(ValueError):
@@ -262,12 +263,12 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
         scopes: set[str] = set()
         quota: int | None = None
         for scope in (s.strip() for s in scopes_raw.split(",")):
-            if scope.startswith("hold_quota="):
+            if scope.startswith(HOLD_QUOTA_SCOPE):
                 if quota is not None:
                     raise ConfigError(f"ATP_API_KEYS entry {index + 1}: hold_quota given twice")
                 quota = _int(
                     f"ATP_API_KEYS entry {index + 1} hold_quota",
-                    scope.removeprefix("hold_quota="), 0, 0, MAX_HOLD_QUOTA,
+                    scope.removeprefix(HOLD_QUOTA_SCOPE), 0, 0, MAX_HOLD_QUOTA,
                 )  # fmt: skip
             elif scope == "*":
                 scopes |= SCOPES

@@ -13,7 +13,7 @@ import hashlib
 import secrets
 import sys
 
-from .config import SCOPES, ConfigError, parse_api_keys
+from .config import HOLD_QUOTA_SCOPE, SCOPES, ConfigError, parse_api_keys
 
 DESCRIPTION = (
     "Print an ATP_API_KEYS entry (sha256=<hex>:scopes) that holds only the SHA-256 of a "
@@ -29,9 +29,6 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
-QUOTA = "hold_quota="
-
-
 def entry(secret: str, scopes: str) -> str:
     """The ``ATP_API_KEYS`` entry for ``secret`` with ``scopes`` (``a,b`` or ``*``, and
     optionally ``hold_quota=N``), checked by parsing it back with the service's own parser."""
@@ -42,7 +39,8 @@ def entry(secret: str, scopes: str) -> str:
     if secret.startswith("sha256="):
         raise ConfigError("the secret may not start with 'sha256=' (that marks a stored digest)")
     wanted = [s.strip() for s in scopes.split(",") if s.strip()]
-    unknown = [s for s in wanted if s != "*" and s not in SCOPES and not s.startswith(QUOTA)]
+    known = (*SCOPES, "*")
+    unknown = [s for s in wanted if s not in known and not s.startswith(HOLD_QUOTA_SCOPE)]
     if not wanted or unknown:
         raise ConfigError(f"unknown scope {unknown[0]!r}" if unknown else "give at least one scope")
     line = f"sha256={hashlib.sha256(secret.encode()).hexdigest()}:{','.join(wanted)}"

@@ -140,17 +140,22 @@ _items = st.lists(
 )
 
 
+def _record(cache: Cache, ver: int, rec: tuple[int, ...]) -> None:
+    s, loc, on_hand, allocated, safety, pending, flags = rec
+    values = [0] * 8
+    values[ON_HAND], values[ALLOCATED], values[SAFETY] = on_hand, allocated, safety
+    values[PENDING], values[FLAGS], values[VER] = pending, flags, ver
+    cache.apply(f"S{s}|L{loc}", struct.pack(RECORD_FORMAT, *values))
+
+
 @settings(max_examples=300, deadline=None)
 @given(records=_records, items=_items, fresh=st.booleans())
 def test_batch_answer_matches_a_model(
     records: list[tuple[int, ...]], items: list[Item], fresh: bool
 ) -> None:
     cache = Cache(capacity=2)  # small: the array grows while records arrive
-    for ver, (s, loc, on_hand, allocated, safety, pending, flags) in enumerate(records, 1):
-        values = [0] * 8
-        values[ON_HAND], values[ALLOCATED], values[SAFETY] = on_hand, allocated, safety
-        values[PENDING], values[FLAGS], values[VER] = pending, flags, ver
-        cache.apply(f"S{s}|L{loc}", struct.pack(RECORD_FORMAT, *values))
+    for ver, rec in enumerate(records, 1):
+        _record(cache, ver, rec)
     lookups = Availability(cache, _GROUPS, 5, lambda: fresh)
     for _ in range(2):  # the second time through the whole-sku memo
         got = lookups.answer(items)
@@ -175,14 +180,6 @@ def test_batch_answer_matches_a_model(
 # The encoded fast path (Availability.batch_bytes) against the general one (decode + answer +
 # orjson), through changes of the records between calls (its per-item memo must follow every
 # one), on bodies that are valid or carry one kind of bad item.
-def _record(cache: Cache, ver: int, rec: tuple[int, ...]) -> None:
-    s, loc, on_hand, allocated, safety, pending, flags = rec
-    values = [0] * 8
-    values[ON_HAND], values[ALLOCATED], values[SAFETY] = on_hand, allocated, safety
-    values[PENDING], values[FLAGS], values[VER] = pending, flags, ver
-    cache.apply(f"S{s}|L{loc}", struct.pack(RECORD_FORMAT, *values))
-
-
 _raw_item = st.fixed_dictionaries(
     {"sku": st.sampled_from(["S0", "S1", "S2", "S9"])},
     optional={
