@@ -149,8 +149,8 @@ def _routes(app: web.Application, svc: Service) -> None:
                 len(lookups.memo),
             ),
             "atp_batch_memo_entries": (
-                "Encoded batch items kept (cleared at 100,000; ~0.6 KB each)",
-                len(lookups.items),
+                "Encoded batch items kept (cleared at 100,000; ~0.5 KB each)",
+                len(lookups.encoded),
             ),
         }
     )

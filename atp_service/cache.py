@@ -40,11 +40,10 @@ class Cache:
         self.size = 0
         self.by_sku: dict[str, dict[str, int]] = {}
         self._locations: dict[str, str] = {}  # interned location names
-        # Change counters, so readers can memoise what they derive from a sku's rows: a sku's
-        # rows are unchanged since change number n if changed_at.get(sku, bulk_at) <= n.
-        self.changes = 0
-        self.bulk_at = 0
-        self.changed_at: dict[str, int] = {}
+        # What readers derive from a sku's rows (see :meth:`memo`): the memos, and by sku the
+        # (memo, key) of each entry to delete as soon as a row of that sku changes.
+        self._memos: list[dict[Any, Any]] = []
+        self._derived: dict[str, list[tuple[dict[Any, Any], Any]]] = {}
         # This replica's own writes (see :meth:`own`): a writer id, the last token handed
         # out, the last token whose reply is in the cache, and own stream entries read
         # before their reply was.
@@ -97,8 +96,10 @@ class Cache:
             return False
         at = row * _REC
         self._bytes[at : at + _REC] = record  # ValueError unless exactly one record
-        self.changes += 1
-        self.changed_at[sku] = self.changes
+        derived = self._derived.pop(sku, None)
+        if derived is not None:
+            for memo, memo_key in derived:
+                memo.pop(memo_key, None)
         return True
 
     def apply_replies(self, names: Sequence[str], reply: Sequence[Any], start: int) -> None:
@@ -123,13 +124,9 @@ class Cache:
         values = np.frombuffer(b"".join([r for _, r in pairs]), dtype="<i8").reshape(-1, 8)
         keep = values[:, VER] > self.arr[at, VER]
         self.arr[at[keep]] = values[keep]
-        self.changes += 1
-        if keep.all():
-            self.changed_at.update(dict.fromkeys(skus, self.changes))
-        else:
-            changed_at, changes = self.changed_at, self.changes
-            for i in keep.nonzero()[0].tolist():
-                changed_at[skus[i]] = changes
+        if self._derived:
+            changed = skus if keep.all() else [skus[i] for i in keep.nonzero()[0].tolist()]
+            self.forget(changed)
 
     def next_token(self) -> int:
         """A token for one of this replica's writes whose reply is finished in token order."""
@@ -180,18 +177,48 @@ class Cache:
         )
         keep = values[:, VER] > self.arr[rows, VER]
         self.arr[rows[keep]] = values[keep]
-        self.changes += 1
-        self.changed_at.clear()
-        self.bulk_at = self.changes
+        self.forget_all()
 
     def sort_locations(self) -> None:
         """Order every sku's locations by name (once, after a bulk load)."""
         for sku, locs in self.by_sku.items():
             self.by_sku[sku] = dict(sorted(locs.items()))
 
-    def version(self, sku: str) -> int:
-        """A number that changes whenever any row of ``sku`` (or the whole cache) changes."""
-        return self.changed_at.get(sku, self.bulk_at)
+    def memo(self) -> dict[Any, Any]:
+        """A new memo for values derived from the rows: a dict whose entries, each stored with
+        :meth:`remember` under the sku it was derived from, the cache deletes as soon as any
+        row of that sku changes, and all of them on a bulk load. So an entry found is current,
+        and a reader pays one dict lookup for it, no version check. The sku need not have rows
+        yet (a derived "unknown"): its first row deletes the entry too."""
+        memo: dict[Any, Any] = {}
+        self._memos.append(memo)
+        return memo
+
+    def remember(self, memo: dict[Any, Any], sku: str, key: Any, value: Any) -> None:
+        """``memo[key] = value``, deleted when any row of ``sku`` changes (:meth:`memo`)."""
+        if key not in memo:
+            derived = self._derived.get(sku)
+            if derived is None:
+                self._derived[sku] = [(memo, key)]
+            else:
+                derived.append((memo, key))
+        memo[key] = value
+
+    def forget(self, skus: Iterable[str]) -> None:
+        """Delete every memo entry derived from these skus (their rows changed)."""
+        pop = self._derived.pop
+        for sku in skus:
+            derived = pop(sku, None)
+            if derived is not None:
+                for memo, key in derived:
+                    memo.pop(key, None)
+
+    def forget_all(self) -> None:
+        """Empty every memo: after a bulk load, or when a reader finds one of them full (a
+        reader bounds its memos' sizes; emptying all of them keeps the index bounded too)."""
+        for memo in self._memos:
+            memo.clear()
+        self._derived.clear()
 
     def atp_many(self, rows: list[int]) -> tuple[list[int], bool]:
         """Per-row ATP (clipped at 0) for many rows in one vectorised step, and whether any of

@@ -206,7 +206,7 @@ def machine_facts() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     versions: dict[str, str | None] = {}
-    for mod in ("aiohttp", "uvloop", "orjson", "redis", "numpy", "hiredis"):
+    for mod in ("aiohttp", "uvloop", "orjson", "msgspec", "redis", "numpy", "hiredis"):
         try:
             from importlib.metadata import version
 
@@ -253,7 +253,8 @@ def machine_md(facts: dict[str, Any]) -> str:
         f"{', shared libpython' if facts.get('libpython_shared') else ''}; speed index "
         f"{facts.get('python_speed_ms', '?')} ms, lower is faster); "
         f"aiohttp {pk['aiohttp']}, uvloop {pk['uvloop']}, "
-        f"orjson {pk['orjson']}, redis-py {pk['redis']}, hiredis {pk['hiredis']}, "
+        f"orjson {pk['orjson']}, msgspec {pk.get('msgspec')}, redis-py {pk['redis']}, "
+        f"hiredis {pk['hiredis']}, "
         f"numpy {pk['numpy']}\n"
         f"- {facts['wrk']}; {facts['redis_server'].split(' sha=')[0]}\n"
         f"- Commit {facts['git_commit']}; code under test: {facts['code_under_test']}; "

@@ -67,3 +67,60 @@ def test_a_record_of_the_wrong_size_is_refused() -> None:
     with pytest.raises(ValueError):
         cache.apply("S|L", packed([0] * 8, 2) + b"x")
     assert cache.row(cache.locations("S")["L"])[VER] == 1  # type: ignore[index]
+
+
+# Memos (Cache.memo): an entry lives until a record of its sku is stored, by any write path.
+_writes = st.lists(
+    st.tuples(st.sampled_from(["apply", "replies", "bulk"]), st.lists(records, max_size=12)),
+    max_size=6,
+)
+
+
+def _version(cache: Cache, key: str) -> int:
+    sku, _, loc = key.partition("|")
+    row = (cache.locations(sku) or {}).get(loc)
+    return 0 if row is None else cache.row(row)[VER]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_writes, st.lists(st.integers(0, 6), min_size=1, max_size=8))
+def test_a_memo_entry_lives_until_its_sku_changes(
+    writes: list[tuple[str, list[tuple[str, list[int], int]]]], skus: list[int]
+) -> None:
+    cache = Cache(capacity=2)
+    memo, other = cache.memo(), cache.memo()
+    for how, batch in writes:
+        # remember something for some skus (S6 has no rows: a derived "unknown")
+        for s in skus:
+            cache.remember(memo, f"S{s}", ("key", s), s)
+            cache.remember(other, f"S{s}", s, -s)
+        before = {key: _version(cache, key) for key, _, _ in batch}
+        if how == "apply":
+            for key, values, ver in batch:
+                cache.apply(key, packed(values, ver))
+        elif how == "replies":
+            cache.apply_replies([k for k, _, _ in batch], [packed(v, n) for _, v, n in batch], 0)
+        else:
+            unique = {k: (v, ver) for k, v, ver in batch}
+            cache.load_bulk(list(unique), b"".join(packed(v, ver) for v, ver in unique.values()))
+        # skus of which a newer record is stored now (a bulk load empties every memo)
+        stored = {key.partition("|")[0] for key, _, ver in batch if ver > before[key]}
+        for s in skus:
+            alive = how != "bulk" and f"S{s}" not in stored
+            assert (("key", s) in memo) == alive, (how, s, stored)
+            assert (s in other) == alive
+
+
+def test_forget_all_empties_every_memo() -> None:
+    cache = Cache()
+    memos = [cache.memo(), cache.memo()]
+    for i, memo in enumerate(memos):
+        cache.remember(memo, "S", i, i)
+    cache.remember(memos[0], "S", 0, 5)  # again: one entry, one index item
+    assert memos[0] == {0: 5}
+    cache.forget_all()
+    assert memos == [{}, {}]
+    cache.apply("S|L", packed([0] * 8, 1))  # nothing left to delete
+    cache.remember(memos[1], "S", 1, 1)
+    cache.apply("S|L", packed([0] * 8, 2))
+    assert memos == [{}, {}]

@@ -205,6 +205,11 @@ def endpoint(
 
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON, or a problem: 413 too large, 415 not JSON, 400 malformed."""
+    return parse_json(await read_body(request))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, not empty, or a problem: 413 too large, 415 not JSON, 400 empty."""
     length = request.content_length
     if length is not None and length > MAX_BODY:
         raise PayloadTooLarge(f"request bodies are limited to {MAX_BODY} bytes")
@@ -220,6 +225,11 @@ async def read_json(request: web.Request) -> Any:
         raw = await request.read()
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
+    return raw
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON, or a 400 problem."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
