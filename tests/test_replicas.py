@@ -74,6 +74,33 @@ async def test_a_write_on_one_replica_shows_on_the_other_within_milliseconds(
         await asyncio.sleep(0.002)
 
 
+async def test_a_write_on_one_replica_shows_in_the_others_batch_answers(services, http) -> None:  # type: ignore[no-untyped-def]
+    """Replica b's memoised batch answers (Cache.memo) go as the change stream brings a's
+    write: a location, a group and a whole-sku item, each answered from b's memo before."""
+    a, b = services(), services()
+    await push(http, a, snapshot("Q", "DC1", 1, 10), snapshot("Q", "DC2", 1, 5))
+    items = [{"sku": "Q", "location": "DC1", "qty": 8}, {"sku": "Q", "group": "EAST"},
+             {"sku": "Q"}]  # fmt: skip
+
+    async def answers() -> list[tuple[int, bool]]:
+        async with http.post(f"{b.url}/v1/availability", json={"items": items},
+                             headers=ADMIN) as r:  # fmt: skip
+            assert r.status == 200, await r.text()
+            return [(i["atp"], i["available"]) for i in (await r.json())["items"]]
+
+    async def until(want: list[tuple[int, bool]], what: str) -> None:
+        started = time.monotonic()
+        while (got := await answers()) != want:
+            assert time.monotonic() - started < 1.0, f"{what}: b still answers {got} after 1 s"
+            await asyncio.sleep(0.002)
+
+    await until([(10, True), (10, True), (15, True)], "a's events")
+    assert await answers() == [(10, True), (10, True), (15, True)]  # now from b's memo
+    status, _ = await reserve(http, a, "q1", [{"sku": "Q", "location": "DC1", "qty": 4}])
+    assert status == 201
+    await until([(6, False), (6, True), (11, True)], "a's hold")
+
+
 async def test_replayed_reservation_holds_once(services, http) -> None:  # type: ignore[no-untyped-def]
     a, b = services(), services()
     await push(http, a, snapshot("R", "DC1", 1, 50))
