@@ -3,6 +3,8 @@
 Lookups read only this (never await I/O). Records arrive from the bulk warm-up, from the
 change stream, and from this replica's own script replies; each carries a per-key version
 (``ver``) bumped by every script, so an older record arriving late never overwrites a newer one.
+What readers derive from a sku's rows (encoded answers, totals) lives in memos the cache
+empties of that sku's entries as it stores any of its rows (:meth:`Cache.memo`).
 
 Memory per key: 64 bytes of array + one slot in the sku's location dict + the row int
 (~150 bytes in all; measured by ``benchmarks/warmup.py``).
