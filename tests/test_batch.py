@@ -189,6 +189,8 @@ _raw_item = st.fixed_dictionaries(
         "group": st.sampled_from([None, "G1", "G2"]),
         "qty": st.sampled_from([None, 1, 2, 7, 12, 40]),
     },
+).map(  # valid: a group only without a location (_bad_item has both)
+    lambda item: {k: v for k, v in item.items() if k != "group" or item.get("location") is None}
 )
 _bad_item = st.sampled_from([
     {"sku": "bad id"}, {"sku": "S0", "location": "L 0"}, {"sku": 7}, {"sku": "S0", "qty": 0},
