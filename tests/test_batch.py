@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,7 +31,7 @@ from atp_service.inventory import (
 from .procs import ADMIN, adjustment, snapshot
 
 # ATP_LOCATION_GROUPS in tests/conftest.py: EAST=DC1,ST1;WEST=DC2
-ITEMS = [
+ITEMS: list[dict[str, Any]] = [
     {"sku": "A"}, {"sku": "A", "location": "DC1", "qty": 3}, {"sku": "A", "group": "EAST"},
     {"sku": "A", "group": "WEST"}, {"sku": "A", "location": "NOPE"}, {"sku": "B", "qty": 50},
     {"sku": "B", "location": "DC2", "qty": 1}, {"sku": "GONE"}, {"sku": "GONE", "group": "EAST"},
@@ -214,7 +215,7 @@ def _escaped(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-_WRITERS = {
+_WRITERS: dict[str, Callable[[Any], bytes]] = {
     "orjson": orjson.dumps,
     "indented": lambda body: orjson.dumps(body, option=orjson.OPT_INDENT_2),
     "escaped": lambda body: _escaped(body).encode(),
