@@ -25,7 +25,7 @@ response was a 2xx.
 
 The server is pinned to one core (``taskset -c 0``); wrk and redis-server share the other.
 
-    .venv/bin/python -m benchmarks.reserve           # default: ~2 minutes
+    .venv/bin/python -m benchmarks.reserve           # default: ~4 minutes
     .venv/bin/python -m benchmarks.reserve --quick   # smoke run
     .venv/bin/python -m benchmarks.reserve --versus bb6daa1   # + our service at that commit
     .venv/bin/python -m benchmarks.reserve --versus-python /tmp/other/bin/python  # + on it
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             names[impl],
             s["c"],
             f"{s[impl]['rps']:,.0f}",
-            f"{s[impl]['rps'] / s['ceiling']['rps']:.2f}",
+            f"{s[impl]['rps'] / s['ceiling']['rps']:.2f}" if impl != "paced" else "(paced)",
             fmt_us(s[impl]["p50_us"]),
             fmt_us(s[impl]["p99_us"]),
             fmt_us(s[impl]["p999_us"]),
