@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+import orjson
 
 from .config import PRIORITIES
 from .errors import BadRequest
@@ -334,6 +337,65 @@ def event_arg(raw: object) -> tuple[str, int, str]:
     else:
         arg = f"s{ev.seq}|{ev.on_hand}|{ev.allocated}|{ev.safety_stock}"
     return f"{ev.sku}|{ev.location}", ev.seq, arg
+
+
+class _SnapshotJSON(msgspec.Struct, tag_field="type", tag="snapshot"):
+    event_id: str
+    sku: str
+    location: str
+    seq: Annotated[int, msgspec.Meta(ge=0, le=_SEQ_MAX)]
+    occurred_at: str
+    on_hand: Annotated[int, msgspec.Meta(ge=0, le=_QMAX)]
+    allocated: Annotated[int, msgspec.Meta(ge=0, le=_QMAX)]
+    safety_stock: Annotated[int, msgspec.Meta(ge=0, le=_QMAX)]
+
+
+class _AdjustmentJSON(msgspec.Struct, tag_field="type", tag="adjustment"):
+    event_id: str
+    sku: str
+    location: str
+    seq: Annotated[int, msgspec.Meta(ge=0, le=_SEQ_MAX)]
+    occurred_at: str
+    on_hand_delta: Annotated[int, msgspec.Meta(ge=-_QMAX, le=_QMAX)] = 0
+    allocated_delta: Annotated[int, msgspec.Meta(ge=-_QMAX, le=_QMAX)] = 0
+    reason: str = ""
+
+
+_decode_event = msgspec.json.Decoder(_SnapshotJSON | _AdjustmentJSON).decode
+# Longest record the msgspec path reads: orjson refuses nesting deeper than 1,024 (in an
+# unknown field, say), which takes over 2,048 bytes; below this, both parsers agree.
+_EVENT_JSON_MAX = 2_000
+
+
+def event_arg_json(value: bytes | None) -> tuple[str, int, str]:
+    """:func:`event_arg` of one event's JSON bytes (a Kafka record's value): the same answers
+    and errors as ``event_arg(orjson.loads(value))``, and invalid JSON a :class:`BadRequest`
+    ``invalid JSON: ...``. The common event is decoded and typed by msgspec in one C step
+    (0.9 µs an event here, against 1.7 µs for ``orjson.loads`` and :func:`event_arg`); at
+    the first doubt, that way answers, with its precise error."""
+    if value is not None and len(value) <= _EVENT_JSON_MAX:
+        try:
+            ev = _decode_event(value)
+        except (msgspec.DecodeError, RecursionError):  # ValidationError included; deep nesting
+            ev = None
+        if ev is not None:
+            sku, loc, seq, ts = ev.sku, ev.location, ev.seq, ev.occurred_at
+            if (
+                (sku in _GOOD_IDS or _new_id(sku))
+                and (loc in _GOOD_IDS or _new_id(loc))
+                and _ID_MATCH(ev.event_id)
+                and (ts in _GOOD_TIMES or _new_time(ts))
+            ):
+                key = f"{sku}|{loc}"
+                if isinstance(ev, _SnapshotJSON):
+                    return key, seq, f"s{seq}|{ev.on_hand}|{ev.allocated}|{ev.safety_stock}"
+                if len(ev.reason) <= 200:
+                    return key, seq, f"a{seq}|{ev.on_hand_delta}|{ev.allocated_delta}"
+    try:
+        raw = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"invalid JSON: {exc.msg}") from None
+    return event_arg(raw)
 
 
 def _remember(memo: dict[str, None], value: str) -> bool:

@@ -1,6 +1,7 @@
 """The ERP event feed from Kafka (aiokafka), in consumer group ATP_KAFKA_GROUP.
 
-Each fetched batch is decoded with orjson, applied through the same ``Ingest`` pipeline as
+Each fetched record is decoded from its bytes (``decode.event_arg_json``: msgspec, and orjson
+with the precise error at any doubt), applied through the same ``Ingest`` pipeline as
 ``POST /v1/events`` (validation, per-key seq rules, few pipelined Lua calls), its invalid
 records are sent to ``<topic>.dlq`` with the original bytes and the reason, source topic,
 partition and offset in headers, and only then are the offsets committed. A batch that cannot
@@ -23,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from . import decode
 from .config import KafkaSecurity
 from .errors import Unavailable
 from .ingest import Ingest, Prepared
@@ -222,26 +223,15 @@ class Feed:
         )
         self._batches.append(pending)
         lane = self._lane()
-        loads = orjson.loads
+        event_arg = decode.event_arg_json  # from the record's bytes; invalid JSON is rejected
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
-            try:  # every record valid JSON (the common case): one comprehension
-                events: list[Any] = [loads(r.value) for r in chunk]
-                origin = chunk
-            except orjson.JSONDecodeError:
-                events, origin = [], []
-                for record in chunk:
-                    try:
-                        events.append(loads(record.value or b""))
-                        origin.append(record)
-                    except orjson.JSONDecodeError as exc:
-                        pending.dead.append((record, f"invalid JSON: {exc.msg}"))
-            prepared = self.ingest.prepare(events, tagged=True)
+            prepared = self.ingest.prepare([r.value for r in chunk], True, event_arg)
             newest = max([r.timestamp for r in chunk])
             for command in prepared.commands:
                 await self._land(DEPTH - 1)
                 await lane.send(command)
-            self._flights.append((prepared, origin, pending, newest))
+            self._flights.append((prepared, chunk, pending, newest))
             await asyncio.sleep(0)  # one chunk per step: lookups wait for no more than that
         await self._land(DEPTH)
 

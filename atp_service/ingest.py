@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,14 +83,20 @@ class Ingest:
         replies = await asyncio.gather(*(self.store.run_packed(c) for c in prepared.commands))
         return self.finish(prepared, replies, source)
 
-    def prepare(self, raw_events: list[Any], tagged: bool = False) -> Prepared:
+    def prepare(
+        self,
+        raw_events: Sequence[Any],
+        tagged: bool = False,
+        event_arg: Callable[[Any], tuple[str, int, str]] = decode.event_arg,
+    ) -> Prepared:
         """Decode and validate every event (a bad one is rejected with its reason and the rest
         go on), group by key, order each key's events by seq and pack the script calls.
         ``tagged``: mark each call's stream entry as this replica's own (see ``Cache.own``);
-        only for calls whose replies are then finished in the order they were prepared."""
+        only for calls whose replies are then finished in the order they were prepared.
+        ``event_arg``: how one event is decoded (:func:`decode.event_arg` takes parsed JSON,
+        :func:`decode.event_arg_json` a record's bytes)."""
         out = Prepared()
         groups: dict[str, list[tuple[int, str]]] = {}
-        event_arg = decode.event_arg
         for index, raw in enumerate(raw_events):
             try:
                 key, seq, arg = event_arg(raw)

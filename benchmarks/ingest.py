@@ -520,8 +520,12 @@ CATEGORIES = (
     ("Kafka: offset commit", ("AIOKafkaConsumer.commit",)),
     ("Kafka: background fetcher (fetch requests, responses)", ("Fetcher._",)),
     (
-        "Validation: decode.event_arg (decode.event on its slow path)",
-        ("event_arg (atp_service/decode.py)", "event (atp_service/decode.py)"),
+        "Validation: decode.event_arg_json (msgspec; event_arg, event on the slow path)",
+        (
+            "event_arg_json (atp_service/decode.py)",
+            "event_arg (atp_service/decode.py)",
+            "event (atp_service/decode.py)",
+        ),
     ),
     (
         "RESP encoding of script calls (Ingest._pack, store.pack)",
@@ -536,7 +540,7 @@ CATEGORIES = (
         "Ingest: grouping, sorting, counting (prepare, finish, apply)",
         ("Ingest.prepare", "Ingest.finish", "Ingest.apply"),
     ),
-    ("Feed: orjson.loads, chunking, keeping calls in flight", ("Feed._apply", "Feed._land")),
+    ("Feed: chunking, keeping calls in flight", ("Feed._apply", "Feed._land")),
     ("/metrics scrapes (the benchmark's progress polls)", ("generate_latest",)),
 )
 
@@ -714,10 +718,11 @@ def suggestions_md(profile: dict[str, Any], rate: float, lookups: list[dict[str,
         "the cache in one vectorised step; the tailer skips this replica's own stream "
         "entries (writer tag + the last token whose reply is in the cache); 100-record steps "
         "with a yield between them.\n\n"
-        f"Left: 1. Validation {us('Validation')} and `orjson.loads` in the feed: decoding "
-        "and validating in C from the record bytes (msgspec Structs with constraints, "
-        "falling back to `decode.event` for the error) would take most of it; msgspec is "
-        "a dependency already (batch lookups). 2. aiokafka's record parsing "
+        "Each record's bytes are decoded and typed by msgspec (`decode.event_arg_json`; "
+        "orjson and `decode.event_arg`, with their precise errors, at any doubt).\n\n"
+        f"Left: 1. Validation {us('Validation')}: what msgspec leaves to Python (identifiers "
+        "and timestamps, memoised once seen valid; the script argument). 2. aiokafka's record "
+        "parsing "
         f"({us('Kafka: getmany')}) is pure Python, per record. 3. Lookups while ingesting: "
         f"p99 {fmt_us(lk_ing)} vs {fmt_us(lk_idle)} idle (server-side p99 <= "
         f"{fmt_us(srv_p99, 's')}); on this shared 2-core box the client core also runs "

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -403,6 +404,123 @@ def test_event_arg_agrees_with_event(raw: Any) -> None:
     else:
         assert not isinstance(fast, BadRequest), fast
         assert fast[0] == f"{slow.sku}|{slow.location}" and fast[1] == slow.seq, (fast, slow)
+
+
+def _escaped_json(value: Any) -> bytes:
+    """JSON with every character of every string written as a \\uXXXX escape."""
+
+    def enc(v: Any) -> str:
+        if isinstance(v, str):
+            return '"' + "".join(f"\\u{ord(ch):04x}" for ch in v) + '"'
+        if isinstance(v, dict):
+            return "{" + ",".join(f"{enc(k)}:{enc(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list):
+            return "[" + ",".join(enc(x) for x in v) + "]"
+        return orjson.dumps(v).decode()
+
+    return enc(value).encode()
+
+
+def _with_duplicate(value: Any) -> bytes:
+    """JSON of an object with its first key written twice: a decoy value first, then the
+    real one (JSON parsers here keep the last)."""
+    raw = orjson.dumps(value)
+    if not isinstance(value, dict) or not value:
+        return raw
+    key = next(iter(value))
+    return b"{" + orjson.dumps(key) + b':"decoy",' + raw[1:]
+
+
+_EVENT_WRITERS: dict[str, Callable[[Any], bytes]] = {
+    "orjson": orjson.dumps,
+    "indented": lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2),
+    "escaped": _escaped_json,
+    "duplicate": _with_duplicate,
+}
+
+
+def _arg_or_problem(decoder: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return decoder(value)
+    except BadRequest as exc:
+        return ("problem", exc.detail, exc.extra)
+
+
+@FAST
+@given(
+    raw=mutated(snapshots) | mutated(adjustments()) | snapshots | adjustments() | json_values,
+    writer=st.sampled_from(sorted(_EVENT_WRITERS)),
+)
+def test_event_arg_json_agrees_with_event_arg(raw: Any, writer: str) -> None:
+    """The Kafka feed's decoder, from a record's bytes (msgspec first), against orjson and
+    decode.event_arg: the same (key, seq, argument), or the same problem."""
+    value = _EVENT_WRITERS[writer](raw)
+
+    def slow(data: bytes) -> Any:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"invalid JSON: {exc.msg}") from None
+        return decode.event_arg(parsed)
+
+    assert _arg_or_problem(decode.event_arg_json, value) == _arg_or_problem(slow, value)
+
+
+_EVENT_OK = (
+    b'{"type":"snapshot","event_id":"e","sku":"S","location":"L","seq":1,'
+    b'"occurred_at":"2026-11-22T10:00:00Z","on_hand":1,"allocated":0,"safety_stock":0}'
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,  # a tombstone
+        _EVENT_OK,
+        b"",
+        b"{not json",
+        b"[" * 1_500 + b"]" * 1_500,  # nested past orjson's limit
+        _EVENT_OK[:-1] + b',"deep":' + b"[" * 1_100 + b"]" * 1_100 + b"}",  # orjson: too deep
+        _EVENT_OK.replace(b'"event_id":"e"', b'"event_id":"e 1"'),  # each check of the fast path
+        _EVENT_OK.replace(b'"sku":"S"', b'"sku":"S/1"'),
+        _EVENT_OK.replace(b'"location":"L"', b'"location":""'),
+        _EVENT_OK.replace(b"2026-11-22T10:00:00Z", b"2026-13-22T10:00:00Z"),
+        _EVENT_OK.replace(b'"on_hand":1', b'"on_hand":-1'),
+        b'\xef\xbb\xbf{"type":"snapshot"}',
+        b'{"type":"snapshot","type":"adjustment","event_id":"e","sku":"S","location":"L",'
+        b'"seq":1,"occurred_at":"2026-11-22T10:00:00Z","on_hand":1,"allocated":0,'
+        b'"safety_stock":0}',
+        b'{"type":"adjustment","event_id":"e","sku":"S","location":"L","seq":1,'
+        b'"occurred_at":"2026-11-22T10:00:00Z","on_hand_delta":1.0}',
+        b'{"type":"adjustment","event_id":"e","sku":"S","location":"L","seq":true,'
+        b'"occurred_at":"2026-11-22T10:00:00Z"}',
+        b'{"type":"adjustment","event_id":"e","sku":"S","location":"L","seq":1,'
+        b'"occurred_at":"2026-11-22T10:00:00Z","reason":"' + "é".encode() * 201 + b'"}',
+    ],
+)
+def test_event_arg_json_reads_json_as_orjson_does(value: bytes | None) -> None:
+    try:
+        want: Any = decode.event_arg(orjson.loads(value or b""))
+    except orjson.JSONDecodeError as exc:
+        want = ("problem", f"invalid JSON: {exc.msg}", {})
+    except BadRequest as exc:
+        want = ("problem", exc.detail, exc.extra)
+    assert _arg_or_problem(decode.event_arg_json, value) == want
+
+
+def test_event_arg_json_falls_back_when_msgspec_recurses_too_deep() -> None:
+    """msgspec raises RecursionError (not DecodeError) past Python's recursion limit, which
+    a deep stack (the feed's) lowers; orjson has its own limit (1,024) and reads this."""
+    value = _EVENT_OK[:-1] + b',"deep":' + b"[" * 200 + b"]" * 200 + b"}"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(150)
+    try:
+        with pytest.raises(RecursionError):
+            msgspec.json.decode(value)
+        got = decode.event_arg_json(value)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert got == ("S|L", 1, "s1|1|0|0")
 
 
 # ---------------------------------------------------------------------------------------------
