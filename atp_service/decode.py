@@ -339,23 +339,21 @@ def event_arg(raw: object) -> tuple[str, int, str]:
     return f"{ev.sku}|{ev.location}", ev.seq, arg
 
 
-class _SnapshotJSON(msgspec.Struct, tag_field="type", tag="snapshot"):
+class _EventJSON(msgspec.Struct, tag_field="type"):
     event_id: str
     sku: str
     location: str
     seq: Annotated[int, msgspec.Meta(ge=0, le=_SEQ_MAX)]
     occurred_at: str
+
+
+class _SnapshotJSON(_EventJSON, tag="snapshot"):
     on_hand: Annotated[int, msgspec.Meta(ge=0, le=_QMAX)]
     allocated: Annotated[int, msgspec.Meta(ge=0, le=_QMAX)]
     safety_stock: Annotated[int, msgspec.Meta(ge=0, le=_QMAX)]
 
 
-class _AdjustmentJSON(msgspec.Struct, tag_field="type", tag="adjustment"):
-    event_id: str
-    sku: str
-    location: str
-    seq: Annotated[int, msgspec.Meta(ge=0, le=_SEQ_MAX)]
-    occurred_at: str
+class _AdjustmentJSON(_EventJSON, tag="adjustment"):
     on_hand_delta: Annotated[int, msgspec.Meta(ge=-_QMAX, le=_QMAX)] = 0
     allocated_delta: Annotated[int, msgspec.Meta(ge=-_QMAX, le=_QMAX)] = 0
     reason: str = ""

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,6 +27,7 @@ from atp_service.inventory import (
     VER,
 )
 
+from .json_forms import WRITERS
 from .procs import ADMIN, adjustment, snapshot
 
 # ATP_LOCATION_GROUPS in tests/conftest.py: EAST=DC1,ST1;WEST=DC2
@@ -204,30 +204,12 @@ _bad_item = st.sampled_from([
 ])  # fmt: skip
 
 
-def _escaped(value: Any) -> str:
-    """JSON with every character of every string written as a \\uXXXX escape."""
-    if isinstance(value, str):
-        return '"' + "".join(f"\\u{ord(ch):04x}" for ch in value) + '"'
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{_escaped(k)}:{_escaped(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_escaped(v) for v in value) + "]"
-    return orjson.dumps(value).decode()
-
-
-_WRITERS: dict[str, Callable[[Any], bytes]] = {
-    "orjson": orjson.dumps,
-    "indented": lambda body: orjson.dumps(body, option=orjson.OPT_INDENT_2),
-    "escaped": lambda body: _escaped(body).encode(),
-}
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     phases=st.lists(_records, min_size=1, max_size=4),
     items=st.lists(_raw_item, min_size=1, max_size=12),
     bad=st.none() | st.tuples(st.integers(0, 11), _bad_item),
-    writer=st.sampled_from(sorted(_WRITERS)),
+    writer=st.sampled_from(sorted(WRITERS)),
     fresh=st.booleans(),
 )
 def test_encoded_batch_equals_the_general_answer(
@@ -240,7 +222,7 @@ def test_encoded_batch_equals_the_general_answer(
     if bad is not None:
         items = [*items]
         items.insert(bad[0] % (len(items) + 1), bad[1])
-    raw = _WRITERS[writer]({"items": items})
+    raw = WRITERS[writer]({"items": items})
     cache = Cache(capacity=2)
     lookups = Availability(cache, _GROUPS, 5, lambda: fresh)
     ver = 0
@@ -253,9 +235,11 @@ def test_encoded_batch_equals_the_general_answer(
         except AtpError:
             want = None
         # the same bytes for every valid body, None (then the general path's error) for the
-        # rest; the second time from the memo
-        assert lookups.batch_bytes(raw) == want
-        assert lookups.batch_bytes(raw) == want
+        # rest; the second time from the memo. msgspec type-checks every occurrence of a
+        # repeated key, so a body whose decoy "items" is a string goes the general way.
+        for _ in range(2):
+            got = lookups.batch_bytes(raw)
+            assert got == want or (writer == "duplicate" and got is None)
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,8 @@ from atp_service.errors import BadRequest
 from atp_service.inventory import MAX_QTY, MAX_SEQ, Adjustment, Snapshot
 from atp_service.reservation import Line
 
+from .json_forms import WRITERS
+
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---------------------------------------------------------------------------------------------
@@ -406,39 +408,6 @@ def test_event_arg_agrees_with_event(raw: Any) -> None:
         assert fast[0] == f"{slow.sku}|{slow.location}" and fast[1] == slow.seq, (fast, slow)
 
 
-def _escaped_json(value: Any) -> bytes:
-    """JSON with every character of every string written as a \\uXXXX escape."""
-
-    def enc(v: Any) -> str:
-        if isinstance(v, str):
-            return '"' + "".join(f"\\u{ord(ch):04x}" for ch in v) + '"'
-        if isinstance(v, dict):
-            return "{" + ",".join(f"{enc(k)}:{enc(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, list):
-            return "[" + ",".join(enc(x) for x in v) + "]"
-        return orjson.dumps(v).decode()
-
-    return enc(value).encode()
-
-
-def _with_duplicate(value: Any) -> bytes:
-    """JSON of an object with its first key written twice: a decoy value first, then the
-    real one (JSON parsers here keep the last)."""
-    raw = orjson.dumps(value)
-    if not isinstance(value, dict) or not value:
-        return raw
-    key = next(iter(value))
-    return b"{" + orjson.dumps(key) + b':"decoy",' + raw[1:]
-
-
-_EVENT_WRITERS: dict[str, Callable[[Any], bytes]] = {
-    "orjson": orjson.dumps,
-    "indented": lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2),
-    "escaped": _escaped_json,
-    "duplicate": _with_duplicate,
-}
-
-
 def _arg_or_problem(decoder: Callable[[Any], Any], value: Any) -> Any:
     try:
         return decoder(value)
@@ -449,12 +418,12 @@ def _arg_or_problem(decoder: Callable[[Any], Any], value: Any) -> Any:
 @FAST
 @given(
     raw=mutated(snapshots) | mutated(adjustments()) | snapshots | adjustments() | json_values,
-    writer=st.sampled_from(sorted(_EVENT_WRITERS)),
+    writer=st.sampled_from(sorted(WRITERS)),
 )
 def test_event_arg_json_agrees_with_event_arg(raw: Any, writer: str) -> None:
     """The Kafka feed's decoder, from a record's bytes (msgspec first), against orjson and
     decode.event_arg: the same (key, seq, argument), or the same problem."""
-    value = _EVENT_WRITERS[writer](raw)
+    value = WRITERS[writer](raw)
 
     def slow(data: bytes) -> Any:
         try:
