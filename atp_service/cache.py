@@ -98,10 +98,8 @@ class Cache:
             return False
         at = row * _REC
         self._bytes[at : at + _REC] = record  # ValueError unless exactly one record
-        derived = self._derived.pop(sku, None)
-        if derived is not None:
-            for memo, memo_key in derived:
-                memo.pop(memo_key, None)
+        if sku in self._derived:
+            self.forget((sku,))
         return True
 
     def apply_replies(self, names: Sequence[str], reply: Sequence[Any], start: int) -> None:

@@ -193,10 +193,11 @@ class Availability:
                     return None
                 one = (item.sku, item.location, item.group, item.qty or 1)
                 (answer,), item_gap = self._answer([one])
-                encoded = _compact(orjson.dumps(answer))
+                encoded = orjson.dumps(answer)
                 if item_gap:
                     gap = True
-                else:
+                else:  # kept: a right-sized copy
+                    encoded = _compact(encoded)
                     self._remember(self.encoded, item.sku, item, encoded)
             out.append(encoded)
         return b",".join(out), gap
