@@ -16,7 +16,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 
 from .procs import ADMIN, ErpSimProc, ServiceProc, snapshot
 from .test_gateway import SKUS, admin, all_status, assert_erp_consistent, line, lookup_ok, wait_for
-from .test_replicas import atp, push, reserve
+from .test_replicas import eventually_atp, push, reserve
 
 # The last release: what main was when session 5 closed, with CI green (2026-12-04).
 PREVIOUS = "4d85a7b"
@@ -58,17 +57,6 @@ async def get(http: aiohttp.ClientSession, svc: ServiceProc, rid: str) -> dict[s
     async with http.get(f"{svc.url}/v1/reservations/{rid}", headers=ADMIN) as r:
         assert r.status == 200, await r.text()
         return await r.json()  # type: ignore[no-any-return]
-
-
-async def eventually_atp(
-    http: aiohttp.ClientSession, svcs: tuple[ServiceProc, ...], sku: str, want: int
-) -> None:
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        if all([await atp(http, svc, sku) == want for svc in svcs]):
-            return
-        await asyncio.sleep(0.01)
-    assert [await atp(http, svc, sku) for svc in svcs] == [want] * len(svcs)
 
 
 async def test_previous_and_current_replicas_share_state_and_never_oversell(
