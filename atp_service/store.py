@@ -1,9 +1,9 @@
 """Redis access: the Lua scripts and the per-loop-tick pipeline that batches them.
 
 Every ATP-changing step is one script (``lua/*.lua``), so replicas sharing a Redis cannot
-oversell against each other. Concurrent requests in one event-loop tick go to Redis in one
-write (one round trip for all of them), and the next tick's calls go out without waiting for
-the previous replies.
+oversell against each other. Concurrent requests in one event-loop tick go to Redis together
+(one round trip for all of them), in writes of at most :data:`FLUSH_AT` calls, and the next
+tick's calls go out without waiting for the previous replies.
 
 Scripts are called by EVALSHA, hand-encoded (:func:`pack`) and written in one go on one
 pipelined connection (:class:`~atp_service.wire.Wire`: redis-py's Pipeline costs more per
@@ -78,8 +78,17 @@ def connect(url: str, max_connections: int = 64, socket_timeout: float = 2.0) ->
     return aioredis.Redis.from_pool(pool)
 
 
+# The most calls one write carries: a tick's calls past it go out at once, while the tick is
+# still making more. Redis starts on the first ones (and answers them) while this process
+# handles the rest, where one write of the whole tick left Redis idle until the tick ended
+# and this process idle until Redis was through: with 64 reservations in flight, ~20% more
+# holds/s and a lower p99 (paired runs of the reserve benchmark; 12, 16 and 24 alike, 8 less,
+# 64 = one write per tick). The writes cost one syscall each, a fraction of a µs a call.
+FLUSH_AT = 16
+
+
 class Store:
-    """Runs scripts, batching calls made in the same loop tick into one write."""
+    """Runs scripts, batching calls made in the same loop tick (:data:`FLUSH_AT` a write)."""
 
     def __init__(self, client: aioredis.Redis, url: str, timeout: float = 2.0) -> None:
         # Any: redis-py types replies as bytes|str unions; this client never decodes (bytes).
@@ -101,15 +110,20 @@ class Store:
         """Queue one EVALSHA already in RESP (see :func:`pack`) for this tick's pipeline."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((command, fut))
-        if not self._scheduled:
+        queue = self._queue
+        queue.append((command, fut))
+        if len(queue) >= FLUSH_AT:
+            self._queue = []
+            self.wire.send(queue)
+        elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
         return fut
 
     def _flush(self) -> None:
         batch, self._queue, self._scheduled = self._queue, [], False
-        self.wire.send(batch)
+        if batch:
+            self.wire.send(batch)
 
     async def close(self) -> None:
         await self.wire.close()
