@@ -2,11 +2,11 @@
 
 Redis answers the commands of a connection in the order it received them, so one connection
 can carry every script call of every loop tick without waiting for the previous tick's
-replies: each tick's calls go out in one write, and each reply resolves the oldest waiting
-future, straight from ``data_received``. redis-py's pooled connections cost a pool checkout,
-an ``asyncio.wait_for`` task per write and a timeout context per reply read. Measured side by
-side (``python -m benchmarks.wire``, a reserve-sized call): 3.0 CPU-µs a call here against
-12.8 through the pool with 64 callers, 9.0 against 25.5 with 8.
+replies: each write carries the calls ``Store`` gathered, and each reply resolves the oldest
+waiting future, straight from ``data_received``. redis-py's pooled connections cost a pool
+checkout, an ``asyncio.wait_for`` task per write and a timeout context per reply read.
+Measured side by side (``python -m benchmarks.wire``, a reserve-sized call): 3.0 CPU-µs a
+call here against 12.8 through the pool with 64 callers, 9.0 against 25.5 with 8.
 
 Failures:
 

@@ -1,6 +1,6 @@
-"""Script-call transport benchmark: ``atp_service.wire.Wire`` (every tick's calls in one write
-on one pipelined connection, replies matched in order by hiredis) against the two ways
-redis-py offers, side by side in one run:
+"""Script-call transport benchmark: ``atp_service.wire.Wire`` (every tick's calls, up to
+``store.FLUSH_AT`` a write, on one pipelined connection, replies matched in order by hiredis)
+against the two ways redis-py offers, side by side in one run:
 
 - ``pool``: what ``Store`` did before the wire: each tick's calls in one write on a connection
   checked out of redis-py's ``BlockingConnectionPool``, then one ``read_response`` per reply;
@@ -82,7 +82,7 @@ async def _measure(impl: str, url: str, callers: int, calls: int) -> dict[str, A
     client = connect(url)
     sha = await client.script_load(SCRIPT)
     command = pack("EVALSHA", sha, len(KEYS), *KEYS, *ARGS)
-    store = Store(client, url)  # the service's path: per tick, one Wire.send of its calls
+    store = Store(client, url)  # the service's path: per tick, Wire.send of its calls
     if impl == "wire":
 
         def call() -> Awaitable[Any]:
