@@ -299,10 +299,7 @@ def event_arg(raw: object) -> tuple[str, int, str]:
             and type(eid) is str
             and type(ts) is str
             and 0 <= seq <= _SEQ_MAX
-            and (sku in _GOOD_IDS or _new_id(sku))
-            and (loc in _GOOD_IDS or _new_id(loc))
-            and _ID_MATCH(eid)
-            and (ts in _GOOD_TIMES or _new_time(ts))
+            and _names_ok(sku, loc, eid, ts)
         ):
             kind = raw.get("type")
             if kind == "adjustment":
@@ -377,13 +374,8 @@ def event_arg_json(value: bytes | None) -> tuple[str, int, str]:
         except (msgspec.DecodeError, RecursionError):  # ValidationError included; deep nesting
             ev = None
         if ev is not None:
-            sku, loc, seq, ts = ev.sku, ev.location, ev.seq, ev.occurred_at
-            if (
-                (sku in _GOOD_IDS or _new_id(sku))
-                and (loc in _GOOD_IDS or _new_id(loc))
-                and _ID_MATCH(ev.event_id)
-                and (ts in _GOOD_TIMES or _new_time(ts))
-            ):
+            sku, loc, seq = ev.sku, ev.location, ev.seq
+            if _names_ok(sku, loc, ev.event_id, ev.occurred_at):
                 key = f"{sku}|{loc}"
                 if isinstance(ev, _SnapshotJSON):
                     return key, seq, f"s{seq}|{ev.on_hand}|{ev.allocated}|{ev.safety_stock}"
@@ -394,6 +386,17 @@ def event_arg_json(value: bytes | None) -> tuple[str, int, str]:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON: {exc.msg}") from None
     return event_arg(raw)
+
+
+def _names_ok(sku: str, location: str, event_id: str, occurred_at: str) -> bool:
+    """Whether an event's identifiers and timestamp are valid, as :func:`event` checks them
+    (skus, locations and timestamps memoised once seen valid): the fast paths' check."""
+    return (
+        (sku in _GOOD_IDS or _new_id(sku))
+        and (location in _GOOD_IDS or _new_id(location))
+        and _ID_MATCH(event_id) is not None
+        and (occurred_at in _GOOD_TIMES or _new_time(occurred_at))
+    )
 
 
 def _remember(memo: dict[str, None], value: str) -> bool:

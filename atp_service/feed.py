@@ -226,7 +226,9 @@ class Feed:
         event_arg = decode.event_arg_json  # from the record's bytes; invalid JSON is rejected
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
-            prepared = self.ingest.prepare([r.value for r in chunk], True, event_arg)
+            prepared = self.ingest.prepare(
+                [r.value for r in chunk], tagged=True, event_arg=event_arg
+            )
             newest = max([r.timestamp for r in chunk])
             for command in prepared.commands:
                 await self._land(DEPTH - 1)
